@@ -1,0 +1,120 @@
+"""Model arguments (the ``MODEL_ARGS`` of ``configs/*.sh``) and building the GLM from them.
+
+Flag names follow the original GLM-130B configs so that an existing
+``configs/model_glm_130b.sh`` reads the same here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..tokenization import NUM_IMAGE_TOKENS, GLM130BTokenizer
+from .checkpoint import load_checkpoint
+from .config import GLMConfig
+from .glm import GLMModel
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the model flags on ``parser`` (one group, documented in --help)."""
+    group = parser.add_argument_group("model (normally given by MODEL_CONFIG's MODEL_ARGS)")
+    defaults = GLMConfig()
+    group.add_argument("--num-layers", type=int, default=defaults.num_layers, help="transformer blocks")
+    group.add_argument("--hidden-size", type=int, default=defaults.hidden_size, help="model width")
+    group.add_argument("--inner-hidden-size", type=int, default=defaults.inner_hidden_size, help="GeGLU inner width")
+    group.add_argument("--num-attention-heads", type=int, default=defaults.num_attention_heads, help="attention heads")
+    group.add_argument("--vocab-size", type=int, default=defaults.vocab_size, help="rows of the (padded) embedding")
+    group.add_argument("--max-sequence-length", type=int, default=defaults.max_sequence_length, help="longest sequence the model was trained on")
+    group.add_argument("--layernorm-epsilon", type=float, default=defaults.layernorm_epsilon, help="LayerNorm epsilon")
+    group.add_argument("--position-encoding-2d", action="store_true", help="2D rotary (position + block position), as in ChatGLM-6B")
+    group.add_argument("--layernorm-order", choices=["post"], default="post", help="only GLM-130B's post-LN DeepNorm is implemented")
+    group.add_argument("--model-parallel-size", type=int, default=1, help="tensor-parallel size (only 1 is supported in this build)")
+    group.add_argument("--load", type=str, default=None, help="checkpoint folder (with a 'latest' file)")
+    group.add_argument("--tokenizer-type", choices=["icetk-glm-130b"], default="icetk-glm-130b", help="tokenizer family")
+    group.add_argument("--tokenizer-model", type=str, default=None,
+                       help="SentencePiece text model (icetk's ice_text.model); default: LOAD/ice_text.model")
+    group.add_argument("--num-image-tokens", type=int, default=NUM_IMAGE_TOKENS, help="id offset of text tokens (icetk: 20000)")
+    group.add_argument("--skip-init", action="store_true", help="accepted for compatibility with GLM-130B configs (weights are never randomly initialised here)")
+    precision = group.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="run in float16 (GPU only; softmax stays fp32)")
+    precision.add_argument("--bf16", action="store_true", help="run in bfloat16 (softmax stays fp32)")
+    group.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available)")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build and load the model, resolved from the flags."""
+
+    config: GLMConfig
+    checkpoint: Path
+    tokenizer_model: Path
+    num_image_tokens: int
+    dtype: str
+    device: str
+    model_parallel_size: int
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> "ModelSpec":
+        if ns.load is None:
+            raise ValueError("no checkpoint given: set --load (normally through MODEL_CONFIG's MODEL_ARGS)")
+        checkpoint = Path(ns.load)
+        device = ns.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = "fp16" if ns.fp16 else "bf16" if ns.bf16 else "fp32"
+        if dtype == "fp16" and not device.startswith("cuda"):
+            raise ValueError("--fp16 needs a GPU: half-precision matmuls on CPU are unusably slow; use fp32 on CPU")
+        if ns.model_parallel_size != 1:
+            raise ValueError(
+                f"--model-parallel-size {ns.model_parallel_size}: tensor-parallel runs are not supported yet; "
+                "use a 1-way checkpoint and --model-parallel-size 1"
+            )
+        config = GLMConfig(
+            num_layers=ns.num_layers,
+            hidden_size=ns.hidden_size,
+            inner_hidden_size=ns.inner_hidden_size,
+            num_attention_heads=ns.num_attention_heads,
+            vocab_size=ns.vocab_size,
+            max_sequence_length=ns.max_sequence_length,
+            layernorm_epsilon=ns.layernorm_epsilon,
+            position_encoding_2d=ns.position_encoding_2d,
+        )
+        tokenizer_model = Path(ns.tokenizer_model) if ns.tokenizer_model else checkpoint / "ice_text.model"
+        return cls(config, checkpoint, tokenizer_model, ns.num_image_tokens, dtype, device, ns.model_parallel_size)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly record for results.json."""
+        return {
+            **self.config.to_dict(),
+            "load": str(self.checkpoint),
+            "tokenizer_type": "icetk-glm-130b",
+            "tokenizer_model": str(self.tokenizer_model),
+            "num_image_tokens": self.num_image_tokens,
+            "dtype": self.dtype,
+            "device": self.device,
+            "model_parallel_size": self.model_parallel_size,
+        }
+
+
+def load_tokenizer(spec: ModelSpec) -> GLM130BTokenizer:
+    tokenizer = GLM130BTokenizer(spec.tokenizer_model, spec.num_image_tokens)
+    if tokenizer.num_tokens > spec.config.vocab_size:
+        raise ValueError(
+            f"tokenizer {spec.tokenizer_model} needs {tokenizer.num_tokens} ids but --vocab-size is {spec.config.vocab_size}"
+        )
+    return tokenizer
+
+
+def load_model(spec: ModelSpec) -> GLMModel:
+    """Build the network on the meta device, then load the checkpoint (no random init)."""
+    with torch.device("meta"):
+        model = GLMModel(spec.config)
+    model = model.to_empty(device="cpu")
+    load_checkpoint(model, spec.checkpoint)
+    return model.to(device=spec.device, dtype=DTYPES[spec.dtype]).eval()

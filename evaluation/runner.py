@@ -1,0 +1,62 @@
+"""Evaluate loaded tasks file by file, print the GLM-130B lines, record results."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+from .aggregation import FileScore, format_file_line, format_group_lines, format_task_done, group_statistics
+from .results import RunRecorder
+from .scoring.glm_scorer import GLMScorer
+from .task_config import LoadedTask
+from .tasks import BaseTask, FileData
+
+
+@dataclasses.dataclass
+class PreparedTask:
+    """A validated task with its task object and parsed data files (group -> files)."""
+
+    loaded: LoadedTask
+    task: BaseTask
+    data: dict[str, list[FileData]]
+
+
+def evaluate_task(prepared: PreparedTask, scorer: GLMScorer, recorder: RunRecorder, print_fn: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+    """Run one task, print its lines and add its entry to results.json."""
+    loaded, task = prepared.loaded, prepared.task
+    config = loaded.config
+    start = time.time()
+    print_fn(f"Evaluating task {config.name}:")
+    groups: dict[str, dict[str, Any]] = {}
+    scores_by_group: dict[str, list[FileScore]] = {}
+    for group, files in prepared.data.items():
+        print_fn(f"    Evaluating group {group}:")
+        scores = []
+        for data in files:
+            relative = loaded.relative(data.path)
+            records = task.predict(scorer, data, progress=progress)
+            metrics = task.compute_metrics(records, data)
+            recorder.save_predictions(config.name, relative, records)
+            score = FileScore(relative, len(data), metrics)
+            print_fn(format_file_line(score))
+            scores.append(score)
+        scores_by_group[group] = scores
+    print_fn(f"Evaluation results of task {config.name}:")
+    for group, scores in scores_by_group.items():
+        stats = group_statistics(scores)
+        for line in format_group_lines(group, stats):
+            print_fn(line)
+        groups[group] = {**stats, "files": {s.file: {"n": s.n, **s.metrics} for s in scores}}
+    seconds = time.time() - start
+    entry = {
+        "type": config.type,
+        "yaml": str(loaded.yaml_path),
+        "config": dataclasses.asdict(config),
+        "effective_max_seq_length": scorer.effective_max_length(task.options),
+        "seconds": round(seconds, 3),
+        "groups": groups,
+    }
+    recorder.add_task(config.name, entry)
+    print_fn(format_task_done(config.name, seconds))
+    return entry

@@ -1,0 +1,229 @@
+"""The GLM scorer: a BIG-bench-style model API over our GLM-130B network.
+
+``cond_log_prob``  - multiple choice: one packed forward per item, summed choice log-probs.
+``generate_text``  - greedy or beam search with the KV cache.
+``calculate_loss`` - summed negative log-likelihood of language-modelling windows.
+
+All three take *tokenized* requests and return one result per request in request
+order, so callers may shard requests across processes and gather them back.
+Logits are computed only at the rows that are read, never over [batch, seq, vocab].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..model.glm import GLMModel, KVCache, reorder_cache
+from ..tokenization import GLM130BTokenizer
+from .decoding import DecodingSettings, beam_search, greedy_decode
+from .packing import (
+    GenerationContext,
+    PackedSequence,
+    SpecialIds,
+    build_generation_context,
+    build_language_model_windows,
+    build_multiple_choice,
+)
+
+PAD_MULTIPLE = 32
+
+
+@dataclass(frozen=True)
+class EncodingOptions:
+    """The task-level switches of GLM encoding (from the task YAML)."""
+
+    use_task_mask: bool = False
+    unidirectional: bool = False
+    use_multitask_encoding: bool = False
+    max_seq_length: int = 2048
+
+
+def pad_to_multiple(length: int, multiple: int = PAD_MULTIPLE) -> int:
+    return -(-length // multiple) * multiple
+
+
+def collate(samples: Sequence[PackedSequence | GenerationContext], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """Pad a batch to a multiple of 32. Returns tokens [b, L], positions [b, L] or [b, 2, L],
+    mask [b, L, L] and each sample's offset (non-zero when padding on the left).
+    Pad rows attend only to themselves so no softmax row is empty."""
+    length = pad_to_multiple(max(len(s.tokens) for s in samples))
+    b = len(samples)
+    two_d = samples[0].positions.ndim == 2
+    tokens = np.full((b, length), pad_id, dtype=np.int64)
+    positions = np.zeros((b, 2, length) if two_d else (b, length), dtype=np.int64)
+    mask = np.zeros((b, length, length), dtype=bool)
+    mask[:, np.arange(length), np.arange(length)] = True
+    offsets = []
+    for i, s in enumerate(samples):
+        n = len(s.tokens)
+        off = length - n if left else 0
+        offsets.append(off)
+        tokens[i, off : off + n] = s.tokens
+        positions[i, ..., off : off + n] = s.positions
+        mask[i, off : off + n, :] = False
+        mask[i, off : off + n, off : off + n] = s.mask
+    return torch.from_numpy(tokens), torch.from_numpy(positions), torch.from_numpy(mask), offsets
+
+
+def chunks(sequence: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(sequence), size):
+        yield sequence[start : start + size]
+
+
+class GLMScorer:
+    """Scores tokenized requests with a GLM model; the unit every task type runs on."""
+
+    def __init__(self, model: GLMModel, tokenizer: GLM130BTokenizer, device: str | torch.device = "cpu") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.ids = SpecialIds(mask=tokenizer.mask_id, gmask=tokenizer.gmask_id, sop=tokenizer.sop_id, pad=tokenizer.pad_id)
+        self.position_2d = model.config.position_encoding_2d
+        self.max_model_length = model.config.max_sequence_length
+
+    def effective_max_length(self, options: EncodingOptions) -> int:
+        """A task may not ask for more context than the model has positions for."""
+        return min(options.max_seq_length, self.max_model_length)
+
+    # -- shared forward --------------------------------------------------------------
+    @torch.no_grad()
+    def _target_log_probs(self, samples: Sequence[PackedSequence]) -> list[list[np.ndarray]]:
+        """For each sample and each of its scored units, log p(target id) at each target row."""
+        tokens, positions, mask, _ = collate(samples, self.ids.pad)
+        hidden, _ = self.model(tokens.to(self.device), positions.to(self.device), mask.to(self.device))
+        batch_index, row_index, target_index, spans = [], [], [], []
+        for i, s in enumerate(samples):
+            unit_spans = []
+            for rows, targets in zip(s.target_rows, s.target_ids):
+                start = len(row_index)
+                batch_index.extend([i] * len(rows))
+                row_index.extend(rows.tolist())
+                target_index.extend(targets.tolist())
+                unit_spans.append((start, len(row_index)))
+            spans.append(unit_spans)
+        selected = hidden[torch.tensor(batch_index, device=self.device), torch.tensor(row_index, device=self.device)]
+        log_probs = torch.log_softmax(self.model.logits(selected), dim=-1)
+        picked = log_probs.gather(1, torch.tensor(target_index, device=self.device).unsqueeze(1)).squeeze(1).cpu().numpy()
+        return [[picked[a:b] for a, b in unit_spans] for unit_spans in spans]
+
+    # -- multiple choice ---------------------------------------------------------------
+    def pack_choices(self, context: Sequence[int], choices: Sequence[Sequence[int]], options: EncodingOptions) -> PackedSequence:
+        return build_multiple_choice(
+            context,
+            choices,
+            self.ids,
+            use_task_mask=options.use_task_mask,
+            unidirectional=options.unidirectional,
+            use_multitask_encoding=options.use_multitask_encoding,
+            max_seq_length=self.effective_max_length(options),
+            position_2d=self.position_2d,
+        )
+
+    def cond_log_prob(
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
+        options: EncodingOptions,
+        batch_size: int = 1,
+    ) -> list[list[float]]:
+        """Summed log-probability of every choice given its context, one list per request."""
+        results: list[list[float]] = []
+        for batch in chunks(requests, batch_size):
+            samples = [self.pack_choices(context, choices, options) for context, choices in batch]
+            for units in self._target_log_probs(samples):
+                results.append([float(u.sum(dtype=np.float64)) for u in units])
+        return results
+
+    # -- language modelling --------------------------------------------------------------
+    def lm_windows(self, tokens: Sequence[int], options: EncodingOptions, generation_length: int) -> list[PackedSequence]:
+        return build_language_model_windows(
+            tokens,
+            self.ids,
+            use_task_mask=options.use_task_mask,
+            unidirectional=options.unidirectional,
+            max_seq_length=self.effective_max_length(options),
+            generation_length=generation_length,
+            position_2d=self.position_2d,
+        )
+
+    def calculate_loss(self, windows: Sequence[PackedSequence], batch_size: int = 1) -> list[tuple[float, int]]:
+        """(summed NLL in nats, number of scored tokens) per window."""
+        results = []
+        for batch in chunks(windows, batch_size):
+            for units in self._target_log_probs(batch):
+                results.append((-float(units[0].sum(dtype=np.float64)), int(units[0].size)))
+        return results
+
+    # -- generation ---------------------------------------------------------------------
+    def generation_context(self, context: Sequence[int], options: EncodingOptions, max_gen_length: int) -> GenerationContext:
+        return build_generation_context(
+            context,
+            self.ids,
+            use_task_mask=options.use_task_mask,
+            unidirectional=options.unidirectional,
+            max_seq_length=self.effective_max_length(options),
+            max_gen_length=max_gen_length,
+            position_2d=self.position_2d,
+        )
+
+    @torch.no_grad()
+    def generate_text(
+        self,
+        contexts: Sequence[Sequence[int]],
+        options: EncodingOptions,
+        settings: DecodingSettings,
+        batch_size: int = 1,
+    ) -> list[list[int]]:
+        """Generated token ids (end token stripped) for each context."""
+        outputs: list[list[int]] = []
+        for batch in chunks(contexts, batch_size):
+            prepared = [self.generation_context(c, options, settings.max_gen_length) for c in batch]
+            outputs.extend(self._generate_batch(prepared, settings))
+        return outputs
+
+    def _generate_batch(self, contexts: Sequence[GenerationContext], settings: DecodingSettings) -> list[list[int]]:
+        tokens, positions, mask, offsets = collate(contexts, self.ids.pad, left=True)
+        hidden, cache = self.model(tokens.to(self.device), positions.to(self.device), mask.to(self.device))
+        first_logits = self.model.logits(hidden[:, -1])
+        key_valid = torch.zeros(tokens.shape, dtype=torch.bool)
+        for i, off in enumerate(offsets):
+            key_valid[i, off:] = True
+        decoder = _CachedDecoder(self.model, cache, key_valid.to(self.device), contexts, self.device)
+        if settings.num_beams <= 1:
+            return greedy_decode(first_logits, decoder, settings)
+        decoder.reorder(torch.arange(len(contexts), device=self.device).repeat_interleave(settings.num_beams))
+        tails = [c.tokens[-max(settings.no_repeat_ngram_size - 1, 0) :].tolist() if settings.no_repeat_ngram_size > 1 else [] for c in contexts]
+        return beam_search(first_logits, decoder, settings, [len(c.tokens) for c in contexts], tails)
+
+
+class _CachedDecoder:
+    """Feeds one generated token per row through the model with the KV cache.
+
+    Rows map to items through ``row_items`` (identity for greedy, item-major repeats for
+    beams); positions of generated tokens follow each item's mask rules."""
+
+    def __init__(self, model: GLMModel, cache: KVCache, key_valid: torch.Tensor, contexts: Sequence[GenerationContext], device: torch.device) -> None:
+        self.model = model
+        self.cache = cache
+        self.key_valid = key_valid  # [rows, context_len]: False on left padding
+        self.contexts = contexts
+        self.device = device
+        self.row_items = torch.arange(len(contexts), device=device)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.cache = reorder_cache(self.cache, rows)
+        self.key_valid = self.key_valid.index_select(0, rows)
+        self.row_items = self.row_items.index_select(0, rows)
+
+    def step(self, tokens: torch.Tensor, step_index: int) -> torch.Tensor:
+        rows = tokens.shape[0]
+        pos = [self.contexts[i].generated_position(step_index) for i in self.row_items.tolist()]
+        positions = torch.tensor(pos, device=self.device)  # [rows, 2]
+        positions = positions.unsqueeze(-1) if self.model.config.position_encoding_2d else positions[:, :1]
+        generated = torch.ones((rows, step_index + 1), dtype=torch.bool, device=self.device)
+        mask = torch.cat((self.key_valid, generated), dim=1).unsqueeze(1)  # [rows, 1, keys]
+        hidden, self.cache = self.model(tokens.view(rows, 1).to(self.device), positions, mask, past=self.cache)
+        return self.model.logits(hidden[:, -1])

@@ -1,0 +1,350 @@
+"""Task YAMLs -> validated config objects.
+
+The three config types carry the fields and defaults of the GLM-130B harness:
+``MultiChoiceTaskConfig`` (``type: mul``), ``GenerationTaskConfig`` (``gen``) and
+``LanguageModelTaskConfig`` (``lm``). Keys may be kebab-case or snake_case. A custom
+task class (``module: package.module.Class``) may bring its own config class with
+extra fields. Every check that can be made without the model is made here, and every
+problem names the YAML file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .errors import Problem
+
+TASK_TYPES = ("mul", "gen", "lm", "other")
+SAMPLING_STRATEGIES = ("BaseStrategy", "BeamSearchStrategy")
+
+
+@dataclass
+class BaseTaskConfig:
+    """Fields common to every task."""
+
+    name: str
+    type: str
+    path: str
+    module: Optional[str] = None
+    metrics: list[str] = field(default_factory=list)
+    use_task_mask: bool = False
+    use_multitask_encoding: bool = False
+    unidirectional: bool = False
+    max_seq_length: int = 2048
+    file_pattern: Union[str, dict[str, str]] = "**/*.json*"
+    micro_batch_size: int = 1
+
+    DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ()
+
+    def groups(self) -> dict[str, str]:
+        """``file_pattern`` as group -> glob (a plain string is one group named ``all``)."""
+        if isinstance(self.file_pattern, str):
+            return {"all": self.file_pattern}
+        return dict(self.file_pattern)
+
+    def check(self) -> list[tuple[str, str]]:
+        """Cross-field checks: (field, message) pairs. Subclasses extend."""
+        problems = []
+        if self.unidirectional and not self.use_task_mask:
+            problems.append(("unidirectional", "unidirectional mode needs use_task_mask: true ([gMASK])"))
+        for name in ("max_seq_length", "micro_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append((name, f"must be >= 1, got {getattr(self, name)}"))
+        return problems
+
+
+@dataclass
+class MultiChoiceTaskConfig(BaseTaskConfig):
+    DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ("Accuracy",)
+
+
+@dataclass
+class GenerationTaskConfig(BaseTaskConfig):
+    sampling_strategy: str = "BaseStrategy"
+    num_beams: int = 4
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 3
+    min_gen_length: int = 0
+    max_gen_length: int = 128
+
+    DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ("EM", "F1")
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = super().check()
+        if self.sampling_strategy not in SAMPLING_STRATEGIES:
+            problems.append(("sampling_strategy", f"must be one of {list(SAMPLING_STRATEGIES)}, got {self.sampling_strategy!r}"))
+        for name in ("num_beams", "max_gen_length"):
+            if getattr(self, name) < 1:
+                problems.append((name, f"must be >= 1, got {getattr(self, name)}"))
+        for name in ("no_repeat_ngram_size", "min_gen_length"):
+            if getattr(self, name) < 0:
+                problems.append((name, f"must be >= 0, got {getattr(self, name)}"))
+        if self.min_gen_length > self.max_gen_length:
+            problems.append(("min_gen_length", f"{self.min_gen_length} exceeds max_gen_length {self.max_gen_length}"))
+        if self.max_gen_length + 2 >= self.max_seq_length:
+            problems.append(("max_gen_length", f"{self.max_gen_length} leaves no room for context in max_seq_length {self.max_seq_length}"))
+        return problems
+
+
+@dataclass
+class LanguageModelTaskConfig(BaseTaskConfig):
+    generation_length: int = 256
+
+    DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ("PPL",)
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = super().check()
+        if not 1 <= self.generation_length < self.max_seq_length - 1:
+            problems.append(("generation_length", f"must be in [1, max_seq_length - 1), got {self.generation_length}"))
+        return problems
+
+
+CONFIG_BY_TYPE: dict[str, type[BaseTaskConfig]] = {
+    "mul": MultiChoiceTaskConfig,
+    "gen": GenerationTaskConfig,
+    "lm": LanguageModelTaskConfig,
+}
+
+
+# ---------------------------------------------------------------------------- YAML reading
+def read_yaml_with_lines(path: Path) -> tuple[Any, dict[str, int], list[tuple[str, int]]]:
+    """Parse a YAML file; return the data, the line of every top-level key, and the keys
+    written more than once (PyYAML would silently keep the last value)."""
+    text = path.read_text(encoding="utf-8")
+    node = yaml.compose(text)
+    data = yaml.safe_load(text)
+    lines: dict[str, int] = {}
+    repeated: list[tuple[str, int]] = []
+    if isinstance(node, yaml.MappingNode):
+        for key_node, _ in node.value:
+            key, line = str(key_node.value), key_node.start_mark.line + 1
+            if key in lines:
+                repeated.append((key, line))
+            else:
+                lines[key] = line
+    return data, lines, repeated
+
+
+def normalise_key(key: str) -> str:
+    return str(key).replace("-", "_")
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if origin is Union:
+        return any(_type_ok(value, a) for a in args)
+    if annotation is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_type_ok(k, args[0]) and _type_ok(v, args[1]) for k, v in value.items())
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in args)
+    if origin is list:
+        return f"a list of {_type_name(args[0])}"
+    if origin is dict:
+        return f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def import_object(dotted: str) -> Any:
+    """Import ``package.module.Name``; the current directory and the project root are searched."""
+    for root in (str(Path.cwd()), str(Path(__file__).resolve().parent.parent)):
+        if root not in sys.path:
+            sys.path.append(root)
+    module_name, _, attr = dotted.rpartition(".")
+    if not module_name:
+        raise ImportError(f"{dotted!r} is not a dotted path 'package.module.ClassName'")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ImportError(f"module {module_name!r} has no attribute {attr!r}") from None
+
+
+@dataclass
+class LoadedTask:
+    """A validated task: its config, the YAML it came from and its data files per group."""
+
+    config: BaseTaskConfig
+    yaml_path: Path
+    task_class: type
+    data_root: Path
+    files: dict[str, list[Path]]  # group -> files (absolute), sorted
+
+    def relative(self, file: Path) -> str:
+        return file.relative_to(self.data_root).as_posix()
+
+
+def parse_task_config(yaml_path: Path, problems: list[Problem]) -> Optional[tuple[BaseTaskConfig, type, dict[str, int]]]:
+    """Validate one YAML's fields; append problems; return (config, task class, key lines) if valid."""
+    from .metrics import METRICS
+    from .tasks import TASK_CLASS_BY_TYPE, BaseTask  # local: tasks import this module
+
+    start = len(problems)
+
+    def problem(message: str, key: Optional[str] = None) -> None:
+        raw = raw_keys.get(key, key) if key else None
+        problems.append(Problem(yaml_path, message, lines.get(raw) if raw else None, raw))
+
+    lines: dict[str, int] = {}
+    raw_keys: dict[str, str] = {}
+    try:
+        data, lines, repeated = read_yaml_with_lines(yaml_path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problems.append(Problem(yaml_path, f"invalid YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None))
+        return None
+    if not isinstance(data, dict):
+        problems.append(Problem(yaml_path, "a task YAML must be a mapping of fields (name, type, path, ...)"))
+        return None
+
+    for key, line in repeated:
+        problems.append(Problem(yaml_path, f"given more than once (first on line {lines[key]})", line, key))
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        norm = normalise_key(key)
+        if norm in values:
+            problems.append(Problem(yaml_path, "given twice (as kebab-case and snake_case)", lines.get(str(key)), str(key)))
+        raw_keys[norm] = str(key)
+        values[norm] = value
+
+    task_type = values.get("type")
+    if task_type is None:
+        problem("missing required field", "type")
+        return None
+    if task_type not in TASK_TYPES:
+        problem(f"must be one of {list(TASK_TYPES)}, got {task_type!r}", "type")
+        return None
+
+    task_class = TASK_CLASS_BY_TYPE.get(task_type)
+    if values.get("module") is not None:
+        if not isinstance(values["module"], str):
+            problem("must be a dotted path string", "module")
+            return None
+        try:
+            task_class = import_object(values["module"])
+        except Exception as exc:  # ImportError, SyntaxError in the user's module, ...
+            problem(f"cannot import {values['module']!r}: {exc}", "module")
+            return None
+        if not (isinstance(task_class, type) and issubclass(task_class, BaseTask)):
+            problem(f"{values['module']!r} is not a subclass of evaluation.tasks.BaseTask", "module")
+            return None
+    elif task_type == "other":
+        problem("type 'other' needs a 'module' naming the task class", "module")
+        return None
+
+    config_class: type[BaseTaskConfig] = task_class.config_class
+    fields_by_name = {f.name: f for f in dataclasses.fields(config_class)}
+    hints = typing.get_type_hints(config_class)
+    ok = True
+    for key, value in values.items():
+        if key not in fields_by_name:
+            hint = difflib.get_close_matches(key, list(fields_by_name), n=1)
+            problem(f"unknown key{f' (did you mean {hint[0]!r}?)' if hint else ''}; known keys: {', '.join(sorted(fields_by_name))}", key)
+            ok = False
+        elif not _type_ok(value, hints[key]):
+            problem(f"must be {_type_name(hints[key])}, got {type(value).__name__} {value!r}", key)
+            ok = False
+    for name, f in fields_by_name.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in values:
+            problem("missing required field", name)
+            ok = False
+    if not ok:
+        return None
+    if isinstance(values.get("file_pattern"), dict) and not values["file_pattern"]:
+        problem("an empty mapping defines no group", "file_pattern")
+        return None
+
+    config = config_class(**values)
+    if not config.metrics:
+        config.metrics = list(config.DEFAULT_METRICS)
+    for key, message in config.check():
+        problem(message, key)
+    metric_type = task_class.metric_type
+    for metric in config.metrics:
+        if metric not in METRICS:
+            hint = difflib.get_close_matches(metric, list(METRICS), n=1)
+            problem(f"unknown metric {metric!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; known: {sorted(METRICS)}", "metrics")
+        elif metric_type not in METRICS[metric].task_types:
+            problem(f"metric {metric!r} does not apply to '{metric_type}' tasks (it applies to {list(METRICS[metric].task_types)})", "metrics")
+    if len(problems) > start:
+        return None
+    written = {norm: (raw, lines.get(raw)) for norm, raw in raw_keys.items()}
+    return config, task_class, written
+
+
+def resolve_files(config: BaseTaskConfig, yaml_path: Path, data_path: Path, written: dict[str, tuple[str, Optional[int]]], problems: list[Problem]) -> Optional[tuple[Path, dict[str, list[Path]]]]:
+    """Find the task's data folder and every group's files; an empty glob is an error.
+    ``written`` maps a field to (its spelling in the YAML, its line)."""
+
+    def problem(message: str, key: str) -> None:
+        raw, line = written.get(key, (key, None))
+        problems.append(Problem(yaml_path, message, line, raw))
+
+    root = Path(config.path)
+    if not root.is_absolute():
+        root = data_path / root
+    if not root.is_dir():
+        problem(f"data folder {root} does not exist (path is relative to DATA_PATH={data_path})", "path")
+        return None
+    files: dict[str, list[Path]] = {}
+    for group, pattern in config.groups().items():
+        matched = sorted(p for p in root.glob(pattern) if p.is_file())
+        if not matched:
+            problem(f"group {group!r}: pattern {pattern!r} matches no file under {root}", "file_pattern")
+            continue
+        files[group] = matched
+    return (root, files) if len(files) == len(config.groups()) else None
+
+
+def load_tasks(yaml_paths: list[Path], data_path: Path) -> tuple[list[LoadedTask], list[Problem]]:
+    """Validate every YAML and locate its data; returns the tasks and all problems found."""
+    problems: list[Problem] = []
+    tasks: list[LoadedTask] = []
+    seen: dict[str, Path] = {}
+    for yaml_path in yaml_paths:
+        parsed = parse_task_config(yaml_path, problems)
+        if parsed is None:
+            continue
+        config, task_class, written = parsed
+        if config.name in seen:
+            problems.append(Problem(yaml_path, f"duplicate task name {config.name!r} (also in {seen[config.name]})", written["name"][1], "name"))
+            continue
+        seen[config.name] = yaml_path
+        resolved = resolve_files(config, yaml_path, data_path, written, problems)
+        if resolved is None:
+            continue
+        root, files = resolved
+        tasks.append(LoadedTask(config, yaml_path, task_class, root, files))
+    return tasks, problems

@@ -1,0 +1,104 @@
+"""Write a tiny GLM-130B-architecture checkpoint and tokenizer, deterministically.
+
+    python -m evaluation.tools.make_tiny_glm OUT_DIR [--seed 1234]
+
+OUT_DIR receives the real layout (``latest``, ``1/mp_rank_00_model_states.pt``), an
+icetk-style ``ice_text.model`` trained on ``tiny_corpus.txt`` (shipped in this
+package) and ``model_config.json``. The flags in ``configs/model_glm_tiny.sh``
+describe the same shape. Weights are random but deliberately *not* small: logits
+vary by several nats between tokens, so tests of masks and positions can fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+
+from ..model.checkpoint import save_checkpoint
+from ..model.config import GLMConfig
+from ..model.glm import GLMModel
+from ..tokenization import NUM_IMAGE_TOKENS, SPECIAL_TOKENS
+
+CORPUS = Path(__file__).with_name("tiny_corpus.txt")
+TEXT_VOCAB_SIZE = 500
+TINY_CONFIG = GLMConfig(
+    num_layers=2,
+    hidden_size=64,
+    inner_hidden_size=128,
+    num_attention_heads=4,
+    vocab_size=20544,  # 20000 image + 500 text + 8 special, padded to a multiple of 64
+    max_sequence_length=512,
+)
+
+
+def train_tokenizer(out_file: Path, vocab_size: int = TEXT_VOCAB_SIZE) -> None:
+    """Train a small SentencePiece model on the shipped corpus (single-threaded, so the
+    bytes are the same on every machine)."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.Train(
+        sentence_iterator=iter(CORPUS.read_text(encoding="utf-8").splitlines()),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        byte_fallback=True,
+        num_threads=1,
+        seed_sentencepiece_size=100000,
+        shuffle_input_sentence=False,
+        minloglevel=2,
+    )
+    out_file.write_bytes(model.getvalue())
+
+
+def init_weights(model: GLMModel, seed: int) -> None:
+    """Seeded, deliberately large-variance initialisation (see module docstring)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            if name.endswith("word_embeddings.weight"):
+                std = 0.2
+            elif "layernorm" in name and name.endswith("weight"):
+                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
+                continue
+            elif name.endswith("bias"):
+                std = 0.05
+            else:
+                std = 1.0 / param.shape[1] ** 0.5
+            param.copy_(std * torch.randn(param.shape, generator=generator))
+
+
+def make_tiny_glm(out_dir: Path, seed: int = 1234, config: GLMConfig = TINY_CONFIG) -> Path:
+    """Create the checkpoint folder; returns it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(out_dir / "ice_text.model")
+    needed = NUM_IMAGE_TOKENS + TEXT_VOCAB_SIZE + len(SPECIAL_TOKENS)
+    if config.vocab_size < needed:
+        raise ValueError(f"vocab_size {config.vocab_size} < {needed} ids the tokenizer needs")
+    model = GLMModel(config)
+    init_weights(model, seed)
+    save_checkpoint(model, out_dir, iteration="1")
+    config.save(out_dir / "model_config.json")
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", type=Path, help="folder to write the checkpoint into")
+    parser.add_argument("--seed", type=int, default=1234, help="weight seed (default 1234)")
+    parser.add_argument("--position-encoding-2d", action="store_true", help="build a 2D-rotary variant")
+    args = parser.parse_args(argv)
+    config = TINY_CONFIG
+    if args.position_encoding_2d:
+        config = GLMConfig(**{**TINY_CONFIG.to_dict(), "position_encoding_2d": True})
+    make_tiny_glm(args.out_dir, args.seed, config)
+    print(f"tiny GLM written to {args.out_dir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

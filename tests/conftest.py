@@ -1,0 +1,71 @@
+"""Shared fixtures: the project's tiny GLM (real checkpoint layout) built once per session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from evaluation.model.checkpoint import load_checkpoint
+from evaluation.model.config import GLMConfig
+from evaluation.model.glm import GLMModel
+from evaluation.scoring.glm_scorer import GLMScorer
+from evaluation.tokenization import GLM130BTokenizer
+from evaluation.tools.make_tiny_glm import TINY_CONFIG, make_tiny_glm
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_glm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GLM checkpoint folder (latest, 1/mp_rank_00_model_states.pt, ice_text.model)."""
+    return make_tiny_glm(tmp_path_factory.mktemp("glm-tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_glm_2d_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = GLMConfig(**{**TINY_CONFIG.to_dict(), "position_encoding_2d": True})
+    return make_tiny_glm(tmp_path_factory.mktemp("glm-tiny-2d"), config=config)
+
+
+def load_tiny(folder: Path) -> tuple[GLMModel, GLM130BTokenizer]:
+    config = GLMConfig.from_dict(json.loads((folder / "model_config.json").read_text()))
+    model = GLMModel(config)
+    load_checkpoint(model, folder)
+    return model.eval(), GLM130BTokenizer(folder / "ice_text.model")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_glm_dir: Path) -> tuple[GLMModel, GLM130BTokenizer]:
+    torch.manual_seed(0)
+    return load_tiny(tiny_glm_dir)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model) -> GLM130BTokenizer:
+    return tiny_model[1]
+
+
+@pytest.fixture(scope="session")
+def scorer(tiny_model) -> GLMScorer:
+    model, tok = tiny_model
+    return GLMScorer(model, tok)
+
+
+@pytest.fixture(scope="session")
+def scorer_2d(tiny_glm_2d_dir: Path) -> GLMScorer:
+    model, tok = load_tiny(tiny_glm_2d_dir)
+    return GLMScorer(model, tok)
+
+
+def tiny_model_args(folder: Path) -> list[str]:
+    """evaluate.py flags for the tiny model (what configs/model_glm_tiny.sh passes)."""
+    c = TINY_CONFIG
+    return [
+        "--num-layers", str(c.num_layers), "--hidden-size", str(c.hidden_size),
+        "--inner-hidden-size", str(c.inner_hidden_size), "--num-attention-heads", str(c.num_attention_heads),
+        "--vocab-size", str(c.vocab_size), "--max-sequence-length", str(c.max_sequence_length),
+        "--load", str(folder), "--device", "cpu",
+    ]

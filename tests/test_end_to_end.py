@@ -1,0 +1,126 @@
+"""scripts/evaluate.sh on the tiny GLM over a mul + gen + lm task set written here."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_task_set(base: Path) -> tuple[Path, Path]:
+    """Tasks and data like a user would write them: two prompts for mul, one gen, one lm."""
+    data, tasks = base / "data", base / "tasks"
+    (tasks / "nested").mkdir(parents=True)
+    for prompt, template in {"Plain": "{q}", "Question": "Question: {q} Answer:"}.items():
+        folder = data / "toy" / "quiz" / prompt / "mul"
+        folder.mkdir(parents=True)
+        rows = [
+            {"inputs_pretokenized": template.format(q="Is the sky blue?"), "choices_pretokenized": ["yes", "no"], "label": 0},
+            {"inputs_pretokenized": template.format(q="Do fish have legs?"), "choices_pretokenized": ["yes", "no"], "label": 1},
+            {"inputs_pretokenized": template.format(q="Which animal says moo?"), "choices_pretokenized": ["the cow", "the dog barks", "a bird"], "label": 0},
+        ][: 3 if prompt == "Plain" else 2]
+        (folder / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gen = data / "toy" / "capitals" / "Capital" / "gen"
+    gen.mkdir(parents=True)
+    gen_rows = [{"inputs_pretokenized": f"The capital of {c} is", "targets_pretokenized": [t]} for c, t in [("France", "Paris"), ("Italy", "Rome")]]
+    (gen / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gen_rows))
+    lm = data / "toy" / "text"
+    lm.mkdir(parents=True)
+    (lm / "wiki.test.txt").write_text("The sky is blue and the grass is green. " * 40)
+    (tasks / "quiz.yaml").write_text("name: quiz\ntype: mul\npath: toy/quiz\nfile-pattern:\n  validation: '**/validation.jsonl'\nmicro-batch-size: 2\n")
+    (tasks / "nested" / "capitals.yaml").write_text(
+        "name: capitals\ntype: gen\npath: toy/capitals\nuse_task_mask: true\nsampling_strategy: BeamSearchStrategy\n"
+        "num_beams: 2\nmax_gen_length: 4\nfile_pattern: '**/test.jsonl'\n"
+    )
+    (tasks / "nested" / "text.yaml").write_text(
+        "name: text\ntype: lm\npath: toy/text\nmetrics: [PPL, BPB]\nmax-seq-length: 128\ngeneration-length: 32\nfile-pattern: '*.txt'\n"
+    )
+    return tasks, data
+
+
+def run_evaluate(args: list[str], tiny_glm_dir: Path, data: Path, output: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "MODEL_CONFIG": str(ROOT / "configs" / "model_glm_tiny.sh"),
+        "TINY_GLM_PATH": str(tiny_glm_dir),
+        "DATA_PATH": str(data),
+        "OUTPUT_DIR": str(output),
+    }
+    return subprocess.run(["bash", str(ROOT / "scripts" / "evaluate.sh"), *args, "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_evaluate_sh_end_to_end(tmp_path: Path, tiny_glm_dir: Path) -> None:
+    tasks, data = write_task_set(tmp_path)
+    output = tmp_path / "out"
+    result = run_evaluate([str(tasks / "quiz.yaml"), str(tasks / "nested")], tiny_glm_dir, data, output)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    # Reference-format lines.
+    assert "> Successfully load 3 tasks" in out
+    assert re.search(r"^        Finish Plain/mul/validation\.jsonl, Accuracy = \d+\.\d{3}$", out, re.M)
+    assert re.search(r"^    Group validation Accuracy: max = \d+\.\d{3}, median = \d+\.\d{3}, average = \d+\.\d{3}$", out, re.M)
+    assert re.search(r"^        Finish Capital/gen/test\.jsonl, EM = \d+\.\d{3}, F1 = \d+\.\d{3}$", out, re.M)
+    assert re.search(r"^    Group all:\n        Metric EM: max = .*\n        Metric F1: max = ", out, re.M)
+    assert re.search(r"^        Finish wiki\.test\.txt, PPL = \d+\.\d{3}, BPB = \d+\.\d{3}$", out, re.M)
+    assert re.search(r"^Finish task quiz in \d+\.\ds\.$", out, re.M)
+    assert re.search(r"^Finish 3 tasks in \d+\.\ds$", out, re.M)
+    # Task order: the file argument first, then the directory's YAMLs sorted.
+    assert out.index("Evaluating task quiz") < out.index("Evaluating task capitals") < out.index("Evaluating task text")
+
+    (run_dir,) = list(output.iterdir())
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results) >= {"harness", "model", "created", "tasks"}
+    assert isinstance(results["harness"]["version"], str) and "git_commit" in results["harness"]
+    assert results["model"]["config"].endswith("model_glm_tiny.sh")
+    assert results["model"]["args"]["num_layers"] == 2
+    assert re.match(r"\d{4}-\d{2}-\d{2}T", results["created"])
+    quiz = results["tasks"]["quiz"]
+    assert quiz["type"] == "mul" and quiz["yaml"].endswith("quiz.yaml") and quiz["seconds"] > 0
+    assert quiz["config"]["micro_batch_size"] == 2 and quiz["config"]["metrics"] == ["Accuracy"]
+    group = quiz["groups"]["validation"]
+    files = group["files"]
+    assert files["Plain/mul/validation.jsonl"]["n"] == 3 and files["Question/mul/validation.jsonl"]["n"] == 2
+    # Group statistics agree with the per-file numbers, and per-file numbers with the predictions.
+    values = {f: v["Accuracy"] for f, v in files.items()}
+    assert group["Accuracy"]["max"] == pytest.approx(max(values.values()))
+    weighted = (3 * values["Plain/mul/validation.jsonl"] + 2 * values["Question/mul/validation.jsonl"]) / 5
+    assert group["Accuracy"]["average"] == pytest.approx(weighted)
+    predictions = [json.loads(line) for line in (run_dir / "predictions" / "quiz" / "Plain/mul/validation.jsonl").read_text().splitlines()]
+    assert len(predictions) == 3
+    assert all(p["prediction"] == max(range(len(p["scores"])), key=p["scores"].__getitem__) for p in predictions)
+    assert 100 * sum(p["correct"] for p in predictions) / 3 == pytest.approx(values["Plain/mul/validation.jsonl"])
+    assert predictions[2]["item"]["choices_pretokenized"] == ["the cow", "the dog barks", "a bird"]
+    gen_predictions = (run_dir / "predictions" / "capitals" / "Capital/gen/test.jsonl").read_text().splitlines()
+    assert {"prediction", "targets", "correct", "generated_ids"} <= set(json.loads(gen_predictions[0]))
+    text = results["tasks"]["text"]["groups"]["all"]
+    assert set(text) == {"PPL", "BPB", "files"}
+    assert text["files"]["wiki.test.txt"]["PPL"] > 1.0
+    # The console log was tee'd into the run folder.
+    assert "Finish 3 tasks in" in (run_dir / "console.log").read_text()
+
+
+def test_bad_yaml_fails_fast_without_loading_the_model(tmp_path: Path, tiny_glm_dir: Path) -> None:
+    tasks, data = write_task_set(tmp_path)
+    bad = tasks / "bad.yaml"
+    bad.write_text("name: bad\ntype: mul\npath: toy/quiz\nmicro-bach-size: 4\n")
+    missing = tasks / "missing.yaml"
+    missing.write_text("name: missing\ntype: mul\npath: toy/quiz\nfile-pattern: '**/nothing-here.jsonl'\n")
+    output = tmp_path / "out"
+    start = time.time()
+    result = run_evaluate([str(tasks)], tiny_glm_dir, data, output)
+    assert time.time() - start < 60
+    assert result.returncode == 2
+    assert f"{bad}:4: field 'micro-bach-size': unknown key (did you mean 'micro_batch_size'?)" in result.stderr
+    assert f"{missing}:4: field 'file-pattern'" in result.stderr and "matches no file" in result.stderr
+    assert "Loading model" not in result.stdout
+    assert not output.exists()
