@@ -44,10 +44,13 @@ class BaseTask:
     config_class: ClassVar[type[BaseTaskConfig]] = BaseTaskConfig
     metric_type: ClassVar[str] = "mul"
 
-    def __init__(self, config: BaseTaskConfig, tokenizer: GLM130BTokenizer, limit: Optional[int] = None) -> None:
+    def __init__(self, config: BaseTaskConfig, tokenizer: GLM130BTokenizer, limit: Optional[int] = None,
+                 model_max_length: Optional[int] = None) -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.limit = limit  # score only the first N items (smoke tests); the whole file is still validated
+        # The scorer caps max_seq_length at the model's positions; items are checked against the same cap.
+        self.max_length = min(config.max_seq_length, model_max_length or config.max_seq_length)
 
     @property
     def options(self) -> EncodingOptions:
@@ -100,6 +103,10 @@ class MultiChoiceTask(BaseTask):
         choice_ids = [self.tokenizer.tokenize(c) if isinstance(c, str) else c for c in choices]
         # An empty choice is scored as <eop> ("the blank is empty"), as the reference does.
         choice_ids = [c if c else [self.tokenizer.eop_id] for c in choice_ids]
+        answer_tokens = 1 if all(len(c) == 1 for c in choice_ids) else sum(len(c) for c in choice_ids)
+        if answer_tokens + 2 >= self.max_length:
+            raise ItemError(f"the choices take {answer_tokens} tokens, too many for a sequence of {self.max_length}",
+                            "choices_pretokenized" if "choices_pretokenized" in raw else "choices")
         label = require(raw, "label")
         if not isinstance(label, int) or isinstance(label, bool):
             raise ItemError(f"must be an integer choice index, got {label!r}", "label")
