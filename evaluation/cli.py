@@ -120,6 +120,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
 
     run_dir = Path(args.output_dir) / (args.run_name or default_run_name())
+    if args.run_name is None:
+        base, suffix = run_dir, 2
+        while run_dir.exists():  # two runs started in the same second
+            run_dir, suffix = base.with_name(f"{base.name}-{suffix}"), suffix + 1
     if (run_dir / "results.json").exists():
         return report([Problem(run_dir, "already holds results.json; choose another --run-name or --output-dir")])
     recorder = RunRecorder(

@@ -124,3 +124,16 @@ def test_bad_yaml_fails_fast_without_loading_the_model(tmp_path: Path, tiny_glm_
     assert f"{missing}:4: field 'file-pattern'" in result.stderr and "matches no file" in result.stderr
     assert "Loading model" not in result.stdout
     assert not output.exists()
+
+
+def test_runs_in_the_same_second_get_their_own_folders(tmp_path: Path, tiny_glm_dir: Path) -> None:
+    from evaluation import cli
+
+    from conftest import tiny_model_args
+
+    tasks, data = write_task_set(tmp_path)
+    argv = [str(tasks / "quiz.yaml"), "--data-path", str(data), "--output-dir", str(tmp_path / "out"), "--no-progress",
+            *tiny_model_args(tiny_glm_dir)]
+    assert cli.main(argv) == 0 and cli.main(argv) == 0
+    runs = sorted((tmp_path / "out").iterdir())
+    assert len(runs) == 2 and all((r / "results.json").is_file() for r in runs)
