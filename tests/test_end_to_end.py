@@ -137,3 +137,34 @@ def test_runs_in_the_same_second_get_their_own_folders(tmp_path: Path, tiny_glm_
     assert cli.main(argv) == 0 and cli.main(argv) == 0
     runs = sorted((tmp_path / "out").iterdir())
     assert len(runs) == 2 and all((r / "results.json").is_file() for r in runs)
+
+
+def test_custom_task_class_from_module(tmp_path: Path, tiny_glm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`module:` loads a user's task class (with its own config field) by dotted path."""
+    from evaluation import cli
+
+    from conftest import tiny_model_args
+
+    _, data = write_task_set(tmp_path)
+    package = tmp_path / "mytasks"
+    package.mkdir()
+    (package / "custom.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from evaluation.tasks import MultiChoiceTask\n"
+        "from evaluation.task_config import MultiChoiceTaskConfig\n\n"
+        "@dataclass\nclass PrefixConfig(MultiChoiceTaskConfig):\n    prefix: str = ''\n\n"
+        "class PrefixTask(MultiChoiceTask):\n    config_class = PrefixConfig\n\n"
+        "    def load_item(self, raw):\n"
+        "        raw = {**raw, 'inputs_pretokenized': self.config.prefix + raw['inputs_pretokenized']}\n"
+        "        return super().load_item(raw)\n"
+    )
+    yaml_path = tmp_path / "custom.yaml"
+    yaml_path.write_text("name: custom\ntype: mul\nmodule: mytasks.custom.PrefixTask\nprefix: 'Quiz: '\npath: toy/quiz\n")
+    monkeypatch.chdir(tmp_path)
+    argv = [str(yaml_path), "--data-path", str(data), "--output-dir", str(tmp_path / "out"), "--run-name", "r", "--no-progress",
+            *tiny_model_args(tiny_glm_dir)]
+    assert cli.main(argv) == 0
+    results = json.loads((tmp_path / "out" / "r" / "results.json").read_text())
+    assert results["tasks"]["custom"]["config"]["prefix"] == "Quiz: "
+    first = json.loads((tmp_path / "out" / "r" / "predictions" / "custom" / "Plain/mul/validation.jsonl").read_text().splitlines()[0])
+    assert first["item"]["inputs_pretokenized"].startswith("Quiz: ")
