@@ -1,8 +1,8 @@
 # GLM-130B (70 layers, hidden 12288, 96 heads, GeGLU 32768, vocab 150528, 2048 positions).
 # Point CHECKPOINT_PATH at a checkpoint in the SAT layout (a 'latest' file plus
 # <iter>/mp_rank_XX_model_states.pt) and ICETK_MODEL at icetk's ice_text.model.
-# This build loads 1-way checkpoints only; the public GLM-130B release is 8-way
-# tensor parallel and must be merged first.
+# The public release is 8-way tensor parallel; this build runs one process and merges
+# the shards on load (or re-shard once: python -m evaluation.tools.convert_tp IN OUT --tensor-parallel 1).
 MODEL_TYPE="glm-130b"
 CHECKPOINT_PATH="${CHECKPOINT_PATH:-<your checkpoint path>}"
 ICETK_MODEL="${ICETK_MODEL:-$HOME/.icetk_models/ice_text.model}"

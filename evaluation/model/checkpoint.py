@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .glm import GLMModel
+from .sharding import copy_shard_into, split_state
 
 SHARD_PATTERN = re.compile(r"^mp_rank_(\d{2})_model_states\.pt$")
 
@@ -57,36 +58,40 @@ def read_shard(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(model: GLMModel, checkpoint_path: str | Path) -> None:
-    """Load a single-shard checkpoint into ``model`` in place, checking every key and shape."""
+    """Load a checkpoint of any tensor-parallel size into ``model`` in place.
+
+    Shards are memory-mapped and copied into the parameters one at a time (merged by the
+    reference sharding rules), so beyond the model only one shard is resident."""
     shards = checkpoint_shards(checkpoint_path)
-    if len(shards) > 1:
-        raise CheckpointError(
-            f"{checkpoint_path}: checkpoint is {len(shards)}-way tensor parallel; this build loads "
-            "1-way checkpoints only (merging/splitting tensor-parallel shards is not supported yet)"
-        )
-    state = read_shard(shards[0])
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{shards[0]}: keys do not match the model config; missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
-    for key, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise CheckpointError(
-                f"{shards[0]}: {key} has shape {tuple(tensor.shape)}, model config expects {tuple(expected[key].shape)}"
-            )
-    model.load_state_dict(state, strict=True)
+    full = model.state_dict()  # tensors share storage with the parameters
+    for rank, shard in enumerate(shards):
+        state = read_shard(shard)
+        try:
+            copy_shard_into(full, state, rank, len(shards), shard)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+        del state
 
 
-def save_checkpoint(model: GLMModel, checkpoint_path: str | Path, iteration: str = "1") -> Path:
-    """Write ``model`` as a 1-way checkpoint in the reference layout; returns the shard path."""
+def save_checkpoint(model: GLMModel, checkpoint_path: str | Path, iteration: str = "1", tensor_parallel: int = 1) -> list[Path]:
+    """Write ``model`` in the reference layout, split ``tensor_parallel`` ways; returns the shard paths."""
+    return save_state(model.state_dict(), checkpoint_path, iteration, tensor_parallel)
+
+
+def shard_path(folder: Path, rank: int) -> Path:
+    return folder / f"mp_rank_{rank:02d}_model_states.pt"
+
+
+def save_state(state: dict[str, torch.Tensor], checkpoint_path: str | Path, iteration: str = "1", tensor_parallel: int = 1) -> list[Path]:
+    """Write a full state dict as ``tensor_parallel`` shards plus the ``latest`` file."""
     root = Path(checkpoint_path)
     folder = root / iteration
     folder.mkdir(parents=True, exist_ok=True)
-    shard = folder / "mp_rank_00_model_states.pt"
-    torch.save({"module": {k: v.detach().clone() for k, v in model.state_dict().items()}}, shard)
+    for stale in folder.glob("mp_rank_*_model_states.pt"):
+        stale.unlink()
+    paths = []
+    for rank, part in enumerate(split_state(state, tensor_parallel)):
+        paths.append(shard_path(folder, rank))
+        torch.save({"module": part}, paths[-1])
     (root / "latest").write_text(iteration + "\n")
-    return shard
+    return paths

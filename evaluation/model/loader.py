@@ -34,7 +34,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layernorm-epsilon", type=float, default=defaults.layernorm_epsilon, help="LayerNorm epsilon")
     group.add_argument("--position-encoding-2d", action="store_true", help="2D rotary (position + block position), as in ChatGLM-6B")
     group.add_argument("--layernorm-order", choices=["post"], default="post", help="only GLM-130B's post-LN DeepNorm is implemented")
-    group.add_argument("--model-parallel-size", type=int, default=1, help="tensor-parallel size (only 1 is supported in this build)")
+    group.add_argument("--model-parallel-size", type=int, default=1, help="tensor-parallel processes (only 1 in this build; sharded checkpoints are merged on load)")
     group.add_argument("--load", type=str, default=None, help="checkpoint folder (with a 'latest' file)")
     group.add_argument("--tokenizer-type", choices=["icetk-glm-130b"], default="icetk-glm-130b", help="tokenizer family")
     group.add_argument("--tokenizer-model", type=str, default=None,
@@ -73,7 +73,7 @@ class ModelSpec:
         if ns.model_parallel_size != 1:
             raise ValueError(
                 f"--model-parallel-size {ns.model_parallel_size}: tensor-parallel runs are not supported yet; "
-                "use a 1-way checkpoint and --model-parallel-size 1"
+                "use --model-parallel-size 1 (checkpoints of any tensor-parallel size are merged on load)"
             )
         config = GLMConfig(
             num_layers=ns.num_layers,

@@ -1,0 +1,73 @@
+"""Re-shard a GLM checkpoint to another tensor-parallel size (like GLM-130B's convert_tp).
+
+    python -m evaluation.tools.convert_tp INPUT_DIR OUTPUT_DIR --tensor-parallel N
+
+Works for any input size (read from INPUT_DIR's shards) and any N that divides the
+heads, the GeGLU width and the vocabulary. Memory stays lean: input shards are
+memory-mapped and each output shard is built key by key, so only one output shard
+plus one full-size parameter is resident at a time. Tokenizer and config files next to
+the checkpoint (``ice_text.model``, ``model_config.json``) are copied along.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from ..model.checkpoint import checkpoint_shards, read_shard, shard_path
+from ..model.sharding import merge_parts, shard_kind, shard_slice, split_state
+
+SIDE_FILES = ("ice_text.model", "model_config.json")
+
+
+def convert(input_dir: Path, output_dir: Path, tensor_parallel: int) -> list[Path]:
+    shards = checkpoint_shards(input_dir)
+    iteration = (input_dir / "latest").read_text().strip()
+    inputs = [read_shard(p) for p in shards]  # memory-mapped, not resident
+    keys = list(inputs[0])
+    # Validate divisibility once, on tensors of the right shape but no storage.
+    split_state({k: torch.empty_like(merge_parts(k, [s[k] for s in inputs]), device="meta") for k in keys}, tensor_parallel)
+    folder = output_dir / iteration
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for rank in range(tensor_parallel):
+        part = {}
+        for key in keys:
+            full = merge_parts(key, [s[key] for s in inputs])
+            part[key] = shard_slice(full, shard_kind(key), rank, tensor_parallel).clone()
+            del full
+        written.append(shard_path(folder, rank))
+        torch.save({"module": part}, written[-1])
+        del part
+    (output_dir / "latest").write_text(iteration + "\n")
+    for name in SIDE_FILES:
+        if (input_dir / name).is_file():
+            shutil.copyfile(input_dir / name, output_dir / name)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input_dir", type=Path, help="checkpoint folder with a 'latest' file")
+    parser.add_argument("output_dir", type=Path, help="folder to write the re-sharded checkpoint into")
+    parser.add_argument("--tensor-parallel", type=int, required=True, help="number of shards to write")
+    args = parser.parse_args(argv)
+    if args.tensor_parallel < 1:
+        parser.error("--tensor-parallel must be >= 1")
+    if args.output_dir.resolve() == args.input_dir.resolve():
+        parser.error("output_dir must differ from input_dir")
+    try:
+        written = convert(args.input_dir, args.output_dir, args.tensor_parallel)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} shard(s) to {written[0].parent}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
