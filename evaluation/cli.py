@@ -69,7 +69,7 @@ def prepare_tasks(args: argparse.Namespace, spec: ModelSpec) -> tuple[list[Prepa
     paths, problems = discover_task_files([*args.tasks, *args.task])
     if not paths and not problems:
         problems.append(Problem("<command line>", "no task given: pass task YAML files or directories"))
-    loaded, config_problems = load_tasks(paths, Path(args.data_path))
+    loaded, config_problems = load_tasks(paths, Path(args.data_path), spec.config.max_sequence_length)
     problems += config_problems
     if problems:
         return [], problems
@@ -79,13 +79,6 @@ def prepare_tasks(args: argparse.Namespace, spec: ModelSpec) -> tuple[list[Prepa
         return [], [Problem(spec.tokenizer_model, str(exc))]
     prepared = []
     for item in loaded:
-        config = item.config
-        if getattr(config, "max_gen_length", 0) + 2 >= min(config.max_seq_length, spec.config.max_sequence_length):
-            problems.append(Problem(item.yaml_path, f"{config.max_gen_length} leaves no room for context in the model's "
-                                    f"{spec.config.max_sequence_length} positions", None, "max_gen_length"))
-        if getattr(config, "generation_length", 0) >= min(config.max_seq_length, spec.config.max_sequence_length) - 1:
-            problems.append(Problem(item.yaml_path, f"{config.generation_length} must be below the model's "
-                                    f"{spec.config.max_sequence_length} positions minus 1", None, "generation_length"))
         if args.micro_batch_size is not None:
             item.config.micro_batch_size = args.micro_batch_size
         task = item.task_class(item.config, tokenizer, limit=args.limit, model_max_length=spec.config.max_sequence_length)

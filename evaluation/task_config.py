@@ -51,7 +51,11 @@ class BaseTaskConfig:
             return {"all": self.file_pattern}
         return dict(self.file_pattern)
 
-    def check(self) -> list[tuple[str, str]]:
+    def effective_max_length(self, model_max_length: Optional[int]) -> int:
+        """The scorer caps max_seq_length at the model's positions; checks use the same cap."""
+        return min(self.max_seq_length, model_max_length or self.max_seq_length)
+
+    def check(self, model_max_length: Optional[int] = None) -> list[tuple[str, str]]:
         """Cross-field checks: (field, message) pairs. Subclasses extend."""
         problems = []
         if self.unidirectional and not self.use_task_mask:
@@ -78,8 +82,8 @@ class GenerationTaskConfig(BaseTaskConfig):
 
     DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ("EM", "F1")
 
-    def check(self) -> list[tuple[str, str]]:
-        problems = super().check()
+    def check(self, model_max_length: Optional[int] = None) -> list[tuple[str, str]]:
+        problems = super().check(model_max_length)
         if self.sampling_strategy not in SAMPLING_STRATEGIES:
             problems.append(("sampling_strategy", f"must be one of {list(SAMPLING_STRATEGIES)}, got {self.sampling_strategy!r}"))
         for name in ("num_beams", "max_gen_length"):
@@ -90,8 +94,9 @@ class GenerationTaskConfig(BaseTaskConfig):
                 problems.append((name, f"must be >= 0, got {getattr(self, name)}"))
         if self.min_gen_length > self.max_gen_length:
             problems.append(("min_gen_length", f"{self.min_gen_length} exceeds max_gen_length {self.max_gen_length}"))
-        if self.max_gen_length + 2 >= self.max_seq_length:
-            problems.append(("max_gen_length", f"{self.max_gen_length} leaves no room for context in max_seq_length {self.max_seq_length}"))
+        limit = self.effective_max_length(model_max_length)
+        if self.max_gen_length + 2 >= limit:
+            problems.append(("max_gen_length", f"{self.max_gen_length} leaves no room for context in a sequence of {limit}"))
         return problems
 
 
@@ -101,10 +106,11 @@ class LanguageModelTaskConfig(BaseTaskConfig):
 
     DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ("PPL",)
 
-    def check(self) -> list[tuple[str, str]]:
-        problems = super().check()
-        if not 1 <= self.generation_length < self.max_seq_length - 1:
-            problems.append(("generation_length", f"must be in [1, max_seq_length - 1), got {self.generation_length}"))
+    def check(self, model_max_length: Optional[int] = None) -> list[tuple[str, str]]:
+        problems = super().check(model_max_length)
+        limit = self.effective_max_length(model_max_length)
+        if not 1 <= self.generation_length < limit - 1:
+            problems.append(("generation_length", f"must be in [1, {limit - 1}) for a sequence of {limit}, got {self.generation_length}"))
         return problems
 
 
@@ -205,7 +211,7 @@ class LoadedTask:
         return file.relative_to(self.data_root).as_posix()
 
 
-def parse_task_config(yaml_path: Path, problems: list[Problem]) -> Optional[tuple[BaseTaskConfig, type, dict[str, int]]]:
+def parse_task_config(yaml_path: Path, problems: list[Problem], model_max_length: Optional[int] = None) -> Optional[tuple[BaseTaskConfig, type, dict[str, int]]]:
     """Validate one YAML's fields; append problems; return (config, task class, key lines) if valid."""
     from .metrics import METRICS
     from .tasks import TASK_CLASS_BY_TYPE, BaseTask  # local: tasks import this module
@@ -289,7 +295,7 @@ def parse_task_config(yaml_path: Path, problems: list[Problem]) -> Optional[tupl
     config = config_class(**values)
     if not config.metrics:
         config.metrics = list(config.DEFAULT_METRICS)
-    for key, message in config.check():
+    for key, message in config.check(model_max_length):
         problem(message, key)
     metric_type = task_class.metric_type
     for metric in config.metrics:
@@ -328,13 +334,14 @@ def resolve_files(config: BaseTaskConfig, yaml_path: Path, data_path: Path, writ
     return (root, files) if len(files) == len(config.groups()) else None
 
 
-def load_tasks(yaml_paths: list[Path], data_path: Path) -> tuple[list[LoadedTask], list[Problem]]:
-    """Validate every YAML and locate its data; returns the tasks and all problems found."""
+def load_tasks(yaml_paths: list[Path], data_path: Path, model_max_length: Optional[int] = None) -> tuple[list[LoadedTask], list[Problem]]:
+    """Validate every YAML and locate its data; returns the tasks and all problems found.
+    ``model_max_length`` (the model's positions) caps every task's max_seq_length in the checks."""
     problems: list[Problem] = []
     tasks: list[LoadedTask] = []
     seen: dict[str, Path] = {}
     for yaml_path in yaml_paths:
-        parsed = parse_task_config(yaml_path, problems)
+        parsed = parse_task_config(yaml_path, problems, model_max_length)
         if parsed is None:
             continue
         config, task_class, written = parsed

@@ -49,8 +49,7 @@ class BaseTask:
         self.config = config
         self.tokenizer = tokenizer
         self.limit = limit  # score only the first N items (smoke tests); the whole file is still validated
-        # The scorer caps max_seq_length at the model's positions; items are checked against the same cap.
-        self.max_length = min(config.max_seq_length, model_max_length or config.max_seq_length)
+        self.max_length = config.effective_max_length(model_max_length)
 
     @property
     def options(self) -> EncodingOptions:

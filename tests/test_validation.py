@@ -437,3 +437,11 @@ def test_non_positive_limit_is_rejected(tmp_path, tiny_glm_dir, capsys, value):
         run_cli(tmp_path, tiny_glm_dir, yaml_path, extra=("--limit", value))
     assert exit_info.value.code == EXIT_INPUT_ERROR
     assert "limit" in capsys.readouterr().err
+
+
+def test_lengths_are_checked_against_the_models_positions(tmp_path, tiny_glm_dir, capsys):
+    # The YAML allows 2048 tokens, but the tiny model has 512 positions: the cap applies.
+    yaml_path, _ = mul_task(tmp_path, extra="max-gen-length: 600\n")
+    yaml_path.write_text(yaml_path.read_text().replace("type: mul", "type: gen"))
+    expect_problem(tmp_path, tiny_glm_dir, capsys, [yaml_path], yaml_path, field="max-gen-length",
+                   contains=("sequence of 512",))

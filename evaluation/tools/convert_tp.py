@@ -29,12 +29,14 @@ def convert(input_dir: Path, output_dir: Path, tensor_parallel: int) -> list[Pat
     iteration = (input_dir / "latest").read_text().strip()
     inputs = [read_shard(p) for p in shards]  # memory-mapped, not resident
     keys = list(inputs[0])
-    # Validate divisibility once, on tensors of the right shape but no storage.
-    split_state({k: torch.empty_like(merge_parts(k, [s[k] for s in inputs]), device="meta") for k in keys}, tensor_parallel)
+    # Validate divisibility up front on meta tensors (shapes only; nothing is read or copied).
+    split_state({k: merge_parts(k, [s[k].to("meta") for s in inputs]) for k in keys}, tensor_parallel)
     folder = output_dir / iteration
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for rank in range(tensor_parallel):
+        # Each key is merged again per output rank: slower than merging once, but only one
+        # full-size parameter is ever resident.
         part = {}
         for key in keys:
             full = merge_parts(key, [s[key] for s in inputs])
