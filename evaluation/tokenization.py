@@ -1,33 +1,127 @@
-"""GLM-130B tokenizer, compatible with icetk's text path, without icetk.
+"""Tokenizers of the GLM family behind one interface, and building them by type name.
 
-icetk (the tokenizer package GLM-130B ships with) imports torchvision for its image
-tokenizer, and the only torchvision that resolves next to torch 2.13 on CPU fails to
-load; it also downloads ``ice_text.model`` on first use. Its *text* path is tiny:
-a SentencePiece model whose ids are shifted past 20000 image tokens. This module
-reproduces that path with ``sentencepiece`` directly and adds the special tokens
-that SwissArmyTransformer's ``_IceTokenizer`` places after the text vocabulary:
-``[MASK] [gMASK] [sMASK] eod sop eop`` (ids 150000..150005 for the real model),
-``eos`` = 20002 (the SentencePiece ``</s>``) and ``pad`` = 0.
+Types (``--tokenizer-type``):
+
+``icetk-glm-130b``
+    GLM-130B. icetk's text path, reproduced without icetk (whose package imports
+    torchvision for its image tokenizer and downloads ``ice_text.model`` on first
+    use). icetk 0.0.7 (the last release; GitHub master is the same code) does, for
+    ``icetk.encode(text)`` with its defaults, exactly ``sp.EncodeAsIds(text)`` shifted
+    by 20000 image tokens: no text preprocessing at all (``ignore_linebreak=True`` is
+    the default, so newlines are *not* turned into ``<n>``; tabs and runs of spaces
+    are left to the SentencePiece model, whose normalizer folds them into single
+    spaces). ``icetk.decode(ids)`` is ``sp.DecodeIds(ids - 20000).replace('<n>', '\\n')``.
+    SwissArmyTransformer's ``_IceTokenizer`` (what GLM-130B's harness calls) adds the
+    special tokens ``[MASK] [gMASK] [sMASK] eod sop eop ENC dBLOCK`` after the text
+    vocabulary (150000..150007 for the real model), ``eos`` = 20002 (``</s>``) and
+    ``pad`` = 0. The ``<|blank_N|>`` / ``<|tab|>`` whitespace pieces belong to
+    ChatGLM-6B's tokenizer, not to icetk or GLM-130B.
+``glm-10b-chinese`` / ``glm-10b-english``
+    GLM-10B's two tokenizers (SentencePiece ``cog-pretrain.model`` / GPT-2 byte-level
+    BPE), with the command tokens of THUDM/GLM: see :mod:`evaluation.tokenization_glm10b`.
+
+Every tokenizer offers ``tokenize``/``encode``, ``detokenize``/``decode`` (special ids
+are dropped, not rendered), ``get_command(name)``, ``num_tokens`` and the ids the
+scorer needs: ``mask_id gmask_id smask_id sop_id eop_id eos_id pad_id``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import sentencepiece as spm
 
 NUM_IMAGE_TOKENS = 20000
 SPECIAL_TOKENS = ("[MASK]", "[gMASK]", "[sMASK]", "eod", "sop", "eop", "ENC", "dBLOCK")
 
+TOKENIZER_TYPES = {
+    "icetk-glm-130b": "GLM-130B: icetk's ice_text.model (SentencePiece), text ids shifted by 20000 image ids",
+    "glm-10b-chinese": "GLM-10B-Chinese: cog-pretrain.model (SentencePiece) + GLM command tokens",
+    "glm-10b-english": "GLM-10B (English): GPT-2 byte-level BPE (gpt2-vocab.json + gpt2-merges.txt) + GLM command tokens",
+}
+# What --tokenizer-model defaults to, relative to the checkpoint folder (--load).
+DEFAULT_TOKENIZER_MODEL = {
+    "icetk-glm-130b": "ice_text.model",
+    "glm-10b-chinese": "cog-pretrain.model",
+    "glm-10b-english": ".",  # a folder holding gpt2-vocab.json and gpt2-merges.txt
+}
 
-class GLM130BTokenizer:
+
+class GLMTokenizerBase:
+    """The interface the harness relies on. Subclasses fill ``special_tokens`` (name ->
+    id) and map the scorer's roles onto their own names in ``ROLES``."""
+
+    type_name: ClassVar[str] = ""
+    ROLES: ClassVar[dict[str, str]] = {}
+    special_tokens: dict[str, int]
+
+    def _role(self, role: str) -> int:
+        return self.special_tokens[self.ROLES[role]]
+
+    @property
+    def mask_id(self) -> int:
+        return self._role("mask")
+
+    @property
+    def gmask_id(self) -> int:
+        return self._role("gmask")
+
+    @property
+    def smask_id(self) -> int:
+        return self._role("smask")
+
+    @property
+    def sop_id(self) -> int:
+        return self._role("sop")
+
+    @property
+    def eop_id(self) -> int:
+        return self._role("eop")
+
+    @property
+    def eos_id(self) -> int:
+        return self._role("eos")
+
+    @property
+    def pad_id(self) -> int:
+        return self._role("pad")
+
+    @property
+    def num_tokens(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get_command(self, name: str) -> int:
+        """Id of a special token by the reference implementation's name."""
+        try:
+            return self.special_tokens[name]
+        except KeyError:
+            raise KeyError(f"unknown special token {name!r}; known: {sorted(self.special_tokens)}") from None
+
+    def tokenize(self, text: str) -> list[int]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def detokenize(self, ids: Sequence[int]) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenize(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.detokenize(ids)
+
+
+class GLM130BTokenizer(GLMTokenizerBase):
     """icetk-compatible tokenizer: SentencePiece text ids + an image-token offset.
 
     Why a class of our own: icetk cannot be imported on CPU-only machines here
     (torchvision) and cannot load its model offline; the ids it produces are fully
-    determined by the SentencePiece model, so we produce the same ids without it.
+    determined by the SentencePiece model, so we produce the same ids without it
+    (``tests/test_icetk_parity.py`` checks this against the icetk package itself).
     """
+
+    type_name = "icetk-glm-130b"
+    ROLES = {"mask": "[MASK]", "gmask": "[gMASK]", "smask": "[sMASK]", "sop": "sop", "eop": "eop", "eos": "eos", "pad": "pad"}
 
     def __init__(self, model_path: str | Path, num_image_tokens: int = NUM_IMAGE_TOKENS) -> None:
         model_path = Path(model_path)
@@ -47,56 +141,53 @@ class GLM130BTokenizer:
         self.special_tokens["pad"] = 0
         self._special_ids = {v for k, v in self.special_tokens.items() if k != "pad"}
 
-    # Names used by the scorer; kept as properties so the call sites read naturally.
-    @property
-    def mask_id(self) -> int:
-        return self.special_tokens["[MASK]"]
-
-    @property
-    def gmask_id(self) -> int:
-        return self.special_tokens["[gMASK]"]
-
-    @property
-    def sop_id(self) -> int:
-        return self.special_tokens["sop"]
-
-    @property
-    def eop_id(self) -> int:
-        return self.special_tokens["eop"]
-
-    @property
-    def eos_id(self) -> int:
-        return self.special_tokens["eos"]
-
-    @property
-    def pad_id(self) -> int:
-        return self.special_tokens["pad"]
-
     @property
     def num_tokens(self) -> int:
         """Size of the id space actually used (image + text + specials)."""
         return self.num_image_tokens + self.num_text_tokens + len(SPECIAL_TOKENS)
 
-    def get_command(self, name: str) -> int:
-        """Id of a special token by its SAT name (``sop``, ``[gMASK]``, ``eos``...)."""
-        try:
-            return self.special_tokens[name]
-        except KeyError:
-            raise KeyError(f"unknown special token {name!r}; known: {sorted(self.special_tokens)}") from None
-
     def tokenize(self, text: str) -> list[int]:
-        """Text -> ids, exactly as ``icetk.encode(text)`` (linebreaks left to SentencePiece)."""
+        """Text -> ids, exactly as ``icetk.encode(text)`` (no preprocessing: newlines,
+        tabs and runs of spaces go to SentencePiece as they are)."""
         return [i + self.num_image_tokens for i in self.sp.EncodeAsIds(text)]
 
-    encode = tokenize
-
     def detokenize(self, ids: Sequence[int]) -> str:
-        """Ids -> text. Special and image ids are dropped rather than rendered."""
+        """Ids -> text as ``icetk.decode`` (``<n>`` -> newline). Special, image and pad
+        ids are dropped rather than rendered."""
         text_ids = [
             int(i) - self.num_image_tokens
             for i in ids
             if int(i) not in self._special_ids and self.num_image_tokens <= int(i) < self.num_image_tokens + self.num_text_tokens
         ]
-        return self.sp.DecodeIds(text_ids)
+        return self.sp.DecodeIds(text_ids).replace("<n>", "\n")
 
-    decode = detokenize
+
+def default_tokenizer_model(tokenizer_type: str, checkpoint: Path) -> Path:
+    """Where the tokenizer files are when --tokenizer-model is not given."""
+    _check_type(tokenizer_type)
+    relative = DEFAULT_TOKENIZER_MODEL[tokenizer_type]
+    return checkpoint if relative == "." else checkpoint / relative
+
+
+def build_tokenizer(tokenizer_type: str, model_path: str | Path, *, num_image_tokens: int = NUM_IMAGE_TOKENS) -> GLMTokenizerBase:
+    """The tokenizer of ``tokenizer_type`` from its files.
+
+    ``model_path`` is the SentencePiece model for ``icetk-glm-130b`` and
+    ``glm-10b-chinese``; for ``glm-10b-english`` it is a folder holding
+    ``gpt2-vocab.json`` + ``gpt2-merges.txt`` (or ``vocab.json`` + ``merges.txt``),
+    or a ``*vocab.json`` file whose ``*merges.txt`` lies next to it.
+    """
+    _check_type(tokenizer_type)
+    if tokenizer_type == "icetk-glm-130b":
+        return GLM130BTokenizer(model_path, num_image_tokens)
+    from .tokenization_glm10b import GLM10BChineseTokenizer, GLM10BEnglishTokenizer, bpe_files
+
+    if tokenizer_type == "glm-10b-chinese":
+        return GLM10BChineseTokenizer(model_path)
+    vocab, merges = bpe_files(Path(model_path))
+    return GLM10BEnglishTokenizer(vocab, merges)
+
+
+def _check_type(tokenizer_type: str) -> None:
+    if tokenizer_type not in TOKENIZER_TYPES:
+        raise ValueError(f"unknown tokenizer type {tokenizer_type!r}; known: {', '.join(TOKENIZER_TYPES)}")

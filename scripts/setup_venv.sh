@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Create or update the project's virtual environment at .venv.
 #   bash scripts/setup_venv.sh            # runtime dependencies
-#   bash scripts/setup_venv.sh test       # plus the test runner
+#   bash scripts/setup_venv.sh test       # plus the test runner and icetk (see below)
 # torch is pinned to 2.13.0 through constraints.txt so the CPU wheel is used
 # (any other torch requirement pulls a multi-GB CUDA build).
+# With the test extra, requirements/test-icetk.txt is installed with --no-deps: icetk
+# for the tokenizer parity test, without the torchvision it declares.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EXTRAS="${1:-}"
@@ -11,10 +13,17 @@ VENV="$ROOT/.venv"
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
+WITH_TEST=0
+case ",$EXTRAS," in *,test,*) WITH_TEST=1 ;; esac
 STAMP="$VENV/.glm-eval-installed${EXTRAS:+-$EXTRAS}"
-if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ "$ROOT/constraints.txt" -nt "$STAMP" ]; then
+if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ "$ROOT/constraints.txt" -nt "$STAMP" ] \
+    || { [ "$WITH_TEST" = 1 ] && [ "$ROOT/requirements/test-icetk.txt" -nt "$STAMP" ]; }; then
     SPEC="$ROOT"
     [ -n "$EXTRAS" ] && SPEC="$ROOT[$EXTRAS]"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$ROOT/constraints.txt" -e "$SPEC"
+    if [ "$WITH_TEST" = 1 ]; then
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+            -c "$ROOT/constraints.txt" -r "$ROOT/requirements/test-icetk.txt"
+    fi
     touch "$STAMP"
 fi

@@ -159,3 +159,17 @@ def test_quantized_layers_take_a_quarter_and_an_eighth_of_fp32(tiny_glm_dir: Pat
         params = sum(layer.in_features * layer.out_features for layer in layers)
         assert weights * 8 == params * bits
         assert sum(model_bytes(layer) for layer in layers) < linear_fp32 * (bits / 32 + 0.1)
+
+
+def test_evaluate_runs_int8_from_the_command_line(tmp_path: Path, tiny_glm_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from conftest import ROOT, tiny_model_args
+    from evaluation.cli import main as evaluate_main
+    from evaluation.tools.make_demo_data import make_demo_data
+
+    make_demo_data(tmp_path / "data")
+    args = [str(ROOT / "tasks" / "demo" / "arithmetic.yaml"), "--data-path", str(tmp_path / "data"), "--output-dir", str(tmp_path),
+            "--run-name", "int8", "--no-progress", "--quantization-bit-width", "8", *tiny_model_args(tiny_glm_dir)]
+    assert evaluate_main(args) == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "int8" / "results.json").read_text())
+    assert results["model"]["args"]["quantization_bit_width"] == 8
+    assert "Group test Accuracy" in capsys.readouterr().out

@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
-from ..tokenization import NUM_IMAGE_TOKENS, GLM130BTokenizer
+from ..tokenization import NUM_IMAGE_TOKENS, TOKENIZER_TYPES, GLMTokenizerBase, build_tokenizer, default_tokenizer_model
 from .checkpoint import load_checkpoint
 from .config import GLMConfig
 from .glm import GLMModel
+from .quantization import BIT_WIDTHS, load_quantized_model
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -36,10 +37,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layernorm-order", choices=["post"], default="post", help="only GLM-130B's post-LN DeepNorm is implemented")
     group.add_argument("--model-parallel-size", type=int, default=1, help="tensor-parallel processes (only 1 in this build; sharded checkpoints are merged on load)")
     group.add_argument("--load", type=str, default=None, help="checkpoint folder (with a 'latest' file)")
-    group.add_argument("--tokenizer-type", choices=["icetk-glm-130b"], default="icetk-glm-130b", help="tokenizer family")
+    group.add_argument("--tokenizer-type", choices=list(TOKENIZER_TYPES), default="icetk-glm-130b",
+                       help="tokenizer of the model: " + "; ".join(f"{k}: {v}" for k, v in TOKENIZER_TYPES.items()))
     group.add_argument("--tokenizer-model", type=str, default=None,
-                       help="SentencePiece text model (icetk's ice_text.model); default: LOAD/ice_text.model")
-    group.add_argument("--num-image-tokens", type=int, default=NUM_IMAGE_TOKENS, help="id offset of text tokens (icetk: 20000)")
+                       help="tokenizer files: icetk-glm-130b: SentencePiece model (default LOAD/ice_text.model); "
+                            "glm-10b-chinese: cog-pretrain.model (default LOAD/cog-pretrain.model); "
+                            "glm-10b-english: folder with gpt2-vocab.json + gpt2-merges.txt, or the vocab .json "
+                            "with its merges .txt next to it (default LOAD)")
+    group.add_argument("--num-image-tokens", type=int, default=NUM_IMAGE_TOKENS, help="id offset of text tokens (icetk-glm-130b only: 20000)")
+    group.add_argument("--quantization-bit-width", type=int, choices=BIT_WIDTHS, default=None,
+                       help="weight-only INT8/INT4 quantization of the block linear layers (GLM-130B's rule); "
+                            "a float checkpoint is quantized while loading, a pre-quantized one is detected and loaded as is")
     group.add_argument("--skip-init", action="store_true", help="accepted for compatibility with GLM-130B configs (weights are never randomly initialised here)")
     precision = group.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="run in float16 (GPU only; softmax stays fp32)")
@@ -58,6 +66,8 @@ class ModelSpec:
     dtype: str
     device: str
     model_parallel_size: int
+    tokenizer_type: str = "icetk-glm-130b"
+    quantization_bit_width: Optional[int] = None
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> "ModelSpec":
@@ -85,25 +95,29 @@ class ModelSpec:
             layernorm_epsilon=ns.layernorm_epsilon,
             position_encoding_2d=ns.position_encoding_2d,
         )
-        tokenizer_model = Path(ns.tokenizer_model) if ns.tokenizer_model else checkpoint / "ice_text.model"
-        return cls(config, checkpoint, tokenizer_model, ns.num_image_tokens, dtype, device, ns.model_parallel_size)
+        tokenizer_type = ns.tokenizer_type
+        tokenizer_model = Path(ns.tokenizer_model) if ns.tokenizer_model else default_tokenizer_model(tokenizer_type, checkpoint)
+        return cls(config, checkpoint, tokenizer_model, ns.num_image_tokens, dtype, device, ns.model_parallel_size, tokenizer_type,
+                   getattr(ns, "quantization_bit_width", None))
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly record for results.json."""
         return {
             **self.config.to_dict(),
             "load": str(self.checkpoint),
-            "tokenizer_type": "icetk-glm-130b",
+            "tokenizer_type": self.tokenizer_type,
             "tokenizer_model": str(self.tokenizer_model),
-            "num_image_tokens": self.num_image_tokens,
+            "num_image_tokens": self.num_image_tokens if self.tokenizer_type == "icetk-glm-130b" else None,
             "dtype": self.dtype,
             "device": self.device,
             "model_parallel_size": self.model_parallel_size,
+            "quantization_bit_width": self.quantization_bit_width,
         }
 
 
-def load_tokenizer(spec: ModelSpec) -> GLM130BTokenizer:
-    tokenizer = GLM130BTokenizer(spec.tokenizer_model, spec.num_image_tokens)
+def load_tokenizer(spec: ModelSpec) -> GLMTokenizerBase:
+    """The tokenizer named by --tokenizer-type, checked against the model's vocabulary."""
+    tokenizer = build_tokenizer(spec.tokenizer_type, spec.tokenizer_model, num_image_tokens=spec.num_image_tokens)
     if tokenizer.num_tokens > spec.config.vocab_size:
         raise ValueError(
             f"tokenizer {spec.tokenizer_model} needs {tokenizer.num_tokens} ids but --vocab-size is {spec.config.vocab_size}"
@@ -112,7 +126,14 @@ def load_tokenizer(spec: ModelSpec) -> GLM130BTokenizer:
 
 
 def load_model(spec: ModelSpec) -> GLMModel:
-    """Build the network on the meta device, then load the checkpoint (no random init)."""
+    """Build the network on the meta device, then load the checkpoint (no random init).
+
+    With --quantization-bit-width, or when the checkpoint is pre-quantized, the block
+    linear layers are INT8/INT4 (see ``quantization.py``); quantizing happens on CPU,
+    tensor by tensor, before the model moves to its device."""
+    quantized = load_quantized_model(spec.config, spec.checkpoint, spec.quantization_bit_width)
+    if quantized is not None:
+        return quantized.to(device=spec.device, dtype=DTYPES[spec.dtype]).eval()
     with torch.device("meta"):
         model = GLMModel(spec.config)
     model = model.to_empty(device="cpu")

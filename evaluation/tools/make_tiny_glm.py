@@ -38,7 +38,13 @@ TINY_CONFIG = GLMConfig(
 
 def train_tokenizer(out_file: Path, vocab_size: int = TEXT_VOCAB_SIZE) -> None:
     """Train a small SentencePiece model on the shipped corpus (single-threaded, so the
-    bytes are the same on every machine)."""
+    bytes are the same on every machine).
+
+    Its first ids are laid out like icetk's ice_text.model: ``<unk> <s> </s> <pad>``
+    then the user-defined ``<n>`` (icetk writes newlines as ``<n>`` when asked to and
+    always turns ``<n>`` back into a newline when decoding), so eos is 20002 as in
+    GLM-130B. SentencePiece's default normalization (nmt_nfkc, extra whitespace
+    removed): tabs, newlines and runs of spaces fold into single spaces."""
     model = io.BytesIO()
     spm.SentencePieceTrainer.Train(
         sentence_iterator=iter(CORPUS.read_text(encoding="utf-8").splitlines()),
@@ -51,6 +57,8 @@ def train_tokenizer(out_file: Path, vocab_size: int = TEXT_VOCAB_SIZE) -> None:
         seed_sentencepiece_size=100000,
         shuffle_input_sentence=False,
         minloglevel=2,
+        pad_id=3,
+        user_defined_symbols=["<n>"],
     )
     out_file.write_bytes(model.getvalue())
 
