@@ -34,7 +34,7 @@ def _is_punctuation(char: str) -> bool:
 
 def normalize_answer(text: str) -> str:
     """SQuAD normalisation, with Unicode punctuation removed as well as ASCII."""
-    text = text.lower()
+    text = unicodedata.normalize("NFKC", text).lower()  # fullwidth Ｌ１ and ㎝ match their ASCII forms
     text = "".join(ch for ch in text if not _is_punctuation(ch))
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
@@ -97,16 +97,28 @@ def bits_per_byte(records: Sequence[Record], stats: Mapping[str, float]) -> floa
     return _total_loss(records) / (math.log(2) * stats["bytes"])
 
 
+def continuation_perplexity(records: Sequence[Record], stats: Mapping[str, float]) -> float:
+    """exp(mean over items of the NLL of each item's target continuation): per item, not
+    per token, as lm-evaluation-harness's ``perplexity`` for ``lambada_openai``."""
+    if not records:
+        return math.nan
+    try:
+        return math.exp(-math.fsum(float(r["loglikelihood"]) for r in records) / len(records))  # type: ignore[arg-type]
+    except OverflowError:
+        return math.inf
+
+
 @dataclass(frozen=True)
 class Metric:
     fn: MetricFn
-    task_types: tuple[str, ...]  # the record kinds it understands: mul, gen, lm
+    task_types: tuple[str, ...]  # the record kinds it understands: mul, gen, lm, continuation
 
 
 METRICS: dict[str, Metric] = {
-    "Accuracy": Metric(accuracy, ("mul", "gen")),
+    "Accuracy": Metric(accuracy, ("mul", "gen", "continuation")),
     "EM": Metric(exact_match, ("gen",)),
     "F1": Metric(f1, ("gen",)),
     "PPL": Metric(perplexity, ("lm",)),
     "BPB": Metric(bits_per_byte, ("lm",)),
+    "ContinuationPPL": Metric(continuation_perplexity, ("continuation",)),
 }

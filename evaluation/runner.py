@@ -43,7 +43,7 @@ def evaluate_task(prepared: PreparedTask, scorer: GLMScorer, recorder: RunRecord
             scores.append(score)
         scores_by_group[group] = scores
     print_fn(f"Evaluation results of task {config.name}:")
-    for group, scores in scores_by_group.items():
+    for group, scores in {**scores_by_group, **task.extra_groups(scores_by_group)}.items():
         stats = group_statistics(scores)
         for line in format_group_lines(group, stats):
             print_fn(line)

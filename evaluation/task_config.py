@@ -2,7 +2,8 @@
 
 The three config types carry the fields and defaults of the GLM-130B harness:
 ``MultiChoiceTaskConfig`` (``type: mul``), ``GenerationTaskConfig`` (``gen``) and
-``LanguageModelTaskConfig`` (``lm``). Keys may be kebab-case or snake_case. A custom
+``LanguageModelTaskConfig`` (``lm``), plus ``ContinuationTaskConfig`` (``continuation``,
+lm-evaluation-harness's log-likelihood of a target continuation). Keys may be kebab-case or snake_case. A custom
 task class (``module: package.module.Class``) may bring its own config class with
 extra fields. Every check that can be made without the model is made here, and every
 problem names the YAML file, the line and the field.
@@ -23,7 +24,7 @@ import yaml
 
 from .errors import Problem
 
-TASK_TYPES = ("mul", "gen", "lm", "other")
+TASK_TYPES = ("mul", "gen", "lm", "continuation", "other")
 SAMPLING_STRATEGIES = ("BaseStrategy", "BeamSearchStrategy")
 
 
@@ -114,10 +115,19 @@ class LanguageModelTaskConfig(BaseTaskConfig):
         return problems
 
 
+@dataclass
+class ContinuationTaskConfig(BaseTaskConfig):
+    """``type: continuation``: log-likelihood of a given target continuation and whether it is
+    the greedy one (lm-evaluation-harness's ``loglikelihood`` requests, e.g. ``lambada_openai``)."""
+
+    DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ("Accuracy", "ContinuationPPL")
+
+
 CONFIG_BY_TYPE: dict[str, type[BaseTaskConfig]] = {
     "mul": MultiChoiceTaskConfig,
     "gen": GenerationTaskConfig,
     "lm": LanguageModelTaskConfig,
+    "continuation": ContinuationTaskConfig,
 }
 
 

@@ -16,12 +16,14 @@ from typing import Any, ClassVar, Iterable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .data import ItemError, list_of_texts_or_ids, parse_items, require, text_or_ids
+from .aggregation import FileScore
+from .data import ItemError, check_ids, list_of_texts_or_ids, parse_items, require, text_or_ids
 from .errors import InputError, Problem
 from .metrics import METRICS, exact_match_score
 from .scoring.decoding import DecodingSettings
 from .scoring.glm_scorer import EncodingOptions, GLMScorer
-from .task_config import BaseTaskConfig, GenerationTaskConfig, LanguageModelTaskConfig, MultiChoiceTaskConfig
+from .task_config import (BaseTaskConfig, ContinuationTaskConfig, GenerationTaskConfig, LanguageModelTaskConfig,
+                          MultiChoiceTaskConfig)
 from .tokenization import GLM130BTokenizer
 
 
@@ -68,6 +70,11 @@ class BaseTask:
 
     def compute_metrics(self, records: Sequence[dict[str, Any]], data: FileData) -> dict[str, float]:
         return {name: METRICS[name].fn(records, data.stats) for name in self.config.metrics}
+
+    def extra_groups(self, scores_by_group: dict[str, list[FileScore]]) -> dict[str, list[FileScore]]:
+        """Further groups built from the files of the configured ones, printed and saved
+        after them (MMLU's ``overall`` line over its four categories). None by default."""
+        return {}
 
     # helpers ---------------------------------------------------------------------------
     def _batches(self, data: FileData, description: str, progress: bool) -> Iterable[tuple[int, list[Any]]]:
@@ -232,8 +239,81 @@ class LanguageModelTask(BaseTask):
         return records
 
 
+@dataclass
+class ContinuationItem:
+    raw: dict[str, Any]
+    context: list[int]
+    target: list[int]
+
+
+def encode_context_and_target(tokenize: Any, context: str, target: str) -> tuple[list[int], list[int]]:
+    """Token ids of a context and of its continuation, by lm-evaluation-harness's rule:
+    trailing whitespace of the context moves onto the target, then context + target is
+    encoded as one text and split after the context's own ids. If that split does not
+    fall on a token boundary (a token spans both), each part is encoded on its own."""
+    stripped = context.rstrip()
+    if len(stripped) < len(context):
+        context, target = stripped, context[len(stripped):] + target
+    context_ids = tokenize(context) if context else []
+    whole = tokenize(context + target)
+    if len(whole) > len(context_ids) and whole[: len(context_ids)] == context_ids:
+        return context_ids, whole[len(context_ids):]
+    return context_ids, tokenize(target)
+
+
+class ContinuationTask(BaseTask):
+    """Log-likelihood of a given target continuation (lm-evaluation-harness's ``loglikelihood``
+    requests, e.g. its ``lambada_openai``). Items: ``inputs_pretokenized`` (the context) and
+    ``targets_pretokenized`` (the continuation: a string, or a list holding one string;
+    write it as it follows the context, e.g. with its leading space), or ``inputs`` /
+    ``targets`` as token ids. Records carry the target's summed log-probability and
+    ``correct`` = the target is the greedy continuation under teacher forcing (every
+    target token is the argmax at its position), so ``Accuracy`` is lm-eval's ``acc`` and
+    ``ContinuationPPL`` its ``perplexity``. The scorer request is
+    ``continuation_scores``; the YAML's use_task_mask / unidirectional choose GLM's encoding
+    (unidirectional + [gMASK] is a plain causal LM). YAML: ``type: continuation``."""
+
+    config_class = ContinuationTaskConfig
+    metric_type = "continuation"
+
+    def load_item(self, raw: dict[str, Any]) -> ContinuationItem:
+        vocab = self.tokenizer.num_tokens
+        if "targets_pretokenized" in raw:
+            key = "targets_pretokenized"
+            target = raw[key]
+            if isinstance(target, list) and len(target) == 1:
+                target = target[0]
+            if not isinstance(target, str) or not target:
+                raise ItemError("must be a non-empty string (or a list of one)", key)
+            if isinstance(raw.get("inputs_pretokenized"), str):
+                context, target_ids = encode_context_and_target(self.tokenizer.tokenize, raw["inputs_pretokenized"], target)
+            else:
+                context, target_ids = text_or_ids(raw, "inputs", self.tokenizer.tokenize, vocab), self.tokenizer.tokenize(target)
+        elif "targets" in raw:
+            key = "targets"
+            target_ids = check_ids(raw[key], key, vocab)
+            context = text_or_ids(raw, "inputs", self.tokenizer.tokenize, vocab)
+        else:
+            raise ItemError("missing (give 'targets_pretokenized' as text or 'targets' as token ids)", "targets_pretokenized")
+        if not target_ids:
+            raise ItemError("the target has no tokens", key)
+        if len(target_ids) + 2 >= self.max_length:
+            raise ItemError(f"the target takes {len(target_ids)} tokens, too many for a sequence of {self.max_length}", key)
+        return ContinuationItem(raw, context, target_ids)
+
+    def predict(self, scorer: GLMScorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
+        records = []
+        for _, batch in self._batches(data, data.path.name, progress):
+            scores = scorer.continuation_scores([(i.context, i.target) for i in batch], self.options, len(batch))
+            for item, (loglikelihood, greedy) in zip(batch, scores):
+                records.append({"item": item.raw, "target_ids": item.target, "loglikelihood": loglikelihood,
+                                "greedy": greedy, "correct": greedy})
+        return records
+
+
 TASK_CLASS_BY_TYPE: dict[str, type[BaseTask]] = {
     "mul": MultiChoiceTask,
     "gen": GenerationTask,
     "lm": LanguageModelTask,
+    "continuation": ContinuationTask,
 }

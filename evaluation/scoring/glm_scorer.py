@@ -3,6 +3,7 @@
 ``cond_log_prob``  - multiple choice: one packed forward per item, summed choice log-probs.
 ``generate_text``  - greedy or beam search with the KV cache.
 ``calculate_loss`` - summed negative log-likelihood of language-modelling windows.
+``continuation_scores`` - log-likelihood of a target continuation and whether it is greedy.
 
 All three take *tokenized* requests and return one result per request in request
 order, so callers may shard requests across processes and gather them back.
@@ -135,6 +136,59 @@ class GLMScorer:
             samples = [self.pack_choices(context, choices, options) for context, choices in batch]
             for units in self._target_log_probs(samples):
                 results.append([float(u.sum(dtype=np.float64)) for u in units])
+        return results
+
+    # -- continuation log-likelihood (lm-evaluation-harness ``loglikelihood``) ----------
+    @torch.no_grad()
+    def _target_log_probs_and_greedy(self, samples: Sequence[PackedSequence]) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """Like ``_target_log_probs``, plus whether each target id is the argmax of its row."""
+        tokens, positions, mask, _ = collate(samples, self.ids.pad)
+        hidden, _ = self.model(tokens.to(self.device), positions.to(self.device), mask.to(self.device))
+        batch_index, row_index, target_index, spans = [], [], [], []
+        for i, s in enumerate(samples):
+            unit_spans = []
+            for rows, targets in zip(s.target_rows, s.target_ids):
+                start = len(row_index)
+                batch_index.extend([i] * len(rows))
+                row_index.extend(rows.tolist())
+                target_index.extend(targets.tolist())
+                unit_spans.append((start, len(row_index)))
+            spans.append(unit_spans)
+        selected = hidden[torch.tensor(batch_index, device=self.device), torch.tensor(row_index, device=self.device)]
+        log_probs = torch.log_softmax(self.model.logits(selected), dim=-1)
+        target = torch.tensor(target_index, device=self.device)
+        picked = log_probs.gather(1, target.unsqueeze(1)).squeeze(1).cpu().numpy()
+        greedy = (log_probs.argmax(dim=-1) == target).cpu().numpy()
+        return [[(picked[a:b], greedy[a:b]) for a, b in unit_spans] for unit_spans in spans]
+
+    def continuation_scores(
+        self,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        options: EncodingOptions,
+        batch_size: int = 1,
+    ) -> list[tuple[float, bool]]:
+        """Log-likelihood of a target continuation given its context (the backend-neutral
+        request of lm-evaluation-harness's ``loglikelihood``).
+
+        ``requests`` are ``(context_ids, target_ids)`` pairs of token ids (non-empty target).
+        Returns, per request and in request order, ``(sum of log p(target token) in nats,
+        summed in float64; is_greedy)`` where ``is_greedy`` is True when every target token
+        is the argmax of the model's distribution at its position under teacher forcing
+        (ties count for the lower id, as ``argmax`` breaks them). ``options`` are GLM's
+        encoding switches: the target is packed as the single choice of a multiple-choice
+        item (``build_multiple_choice``), so ``unidirectional`` + ``use_task_mask`` scores
+        it as a plain causal LM and the bidirectional modes as a blank after [MASK]/[gMASK].
+        Another backend implements the same signature and ignores the GLM switches.
+        """
+        results: list[tuple[float, bool]] = []
+        for batch in chunks(requests, batch_size):
+            for context, target in batch:
+                if len(target) == 0:
+                    raise ValueError("continuation_scores needs a non-empty target")
+            samples = [self.pack_choices(context, [target], options) for context, target in batch]
+            for units in self._target_log_probs_and_greedy(samples):
+                log_probs, greedy = units[0]
+                results.append((float(log_probs.sum(dtype=np.float64)), bool(greedy.all())))
         return results
 
     # -- language modelling --------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Custom task classes named by a task YAML's ``module:`` (one module per suite)."""
