@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -77,13 +77,11 @@ class BaseTask:
         return {}
 
     # helpers ---------------------------------------------------------------------------
-    def _batches(self, data: FileData, description: str, progress: bool) -> Iterable[tuple[int, list[Any]]]:
-        size = self.config.micro_batch_size
-        with tqdm(total=len(data), desc=description, unit="item", disable=not progress, leave=False, dynamic_ncols=True) as bar:
-            for start in range(0, len(data), size):
-                batch = data.items[start : start + size]
-                yield start, batch
-                bar.update(len(batch))
+    def _progress_bar(self, total: int, description: str, progress: bool, unit: str = "item") -> tqdm:
+        """One bar per data file. The whole file goes to the scorer in one call (so a scorer
+        may sort it by length and batch it to a token budget); the scorer reports each
+        finished batch through ``bar.update``, so the bar shows items/s and the ETA."""
+        return tqdm(total=total, desc=description, unit=unit, disable=not progress, leave=False, dynamic_ncols=True)
 
 
 @dataclass
@@ -100,15 +98,25 @@ class MultiChoiceTask(BaseTask):
     config_class = MultiChoiceTaskConfig
     metric_type = "mul"
 
-    def load_item(self, raw: dict[str, Any]) -> MultiChoiceItem:
+    def context_and_choices(self, raw: dict[str, Any]) -> tuple[list[int], list[list[int]]]:
+        """Token ids of an item's context and choices. When both are text, the tokenizer's
+        ``encode_continuations`` decides how they are split (GLM: each on its own; a causal
+        LM: lm-eval's joint rule). An empty choice is scored as <eop> ("the blank is
+        empty"), as the reference does."""
         vocab = self.tokenizer.num_tokens
-        context = text_or_ids(raw, "inputs", self.tokenizer.tokenize, vocab)
         choices = list_of_texts_or_ids(raw, "choices", self.tokenizer.tokenize, vocab)
         if not choices:
             raise ItemError("empty choice list", "choices_pretokenized" if "choices_pretokenized" in raw else "choices")
-        choice_ids = [self.tokenizer.tokenize(c) if isinstance(c, str) else c for c in choices]
-        # An empty choice is scored as <eop> ("the blank is empty"), as the reference does.
-        choice_ids = [c if c else [self.tokenizer.eop_id] for c in choice_ids]
+        context_text = raw.get("inputs_pretokenized")
+        if isinstance(context_text, str) and all(isinstance(c, str) for c in choices):
+            context, choice_ids = self.tokenizer.encode_continuations(context_text, choices)
+        else:
+            context = text_or_ids(raw, "inputs", self.tokenizer.tokenize, vocab)
+            choice_ids = [self.tokenizer.tokenize(c) if isinstance(c, str) else c for c in choices]
+        return context, [c if c else [self.tokenizer.eop_id] for c in choice_ids]
+
+    def load_item(self, raw: dict[str, Any]) -> MultiChoiceItem:
+        context, choice_ids = self.context_and_choices(raw)
         answer_tokens = 1 if all(len(c) == 1 for c in choice_ids) else sum(len(c) for c in choice_ids)
         if answer_tokens + 2 >= self.max_length:
             raise ItemError(f"the choices take {answer_tokens} tokens, too many for a sequence of {self.max_length}",
@@ -122,12 +130,13 @@ class MultiChoiceTask(BaseTask):
 
     def predict(self, scorer: GLMScorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
         records = []
-        for _, batch in self._batches(data, data.path.name, progress):
-            scores = scorer.cond_log_prob([(i.context, i.choices) for i in batch], self.options, len(batch))
-            for item, item_scores in zip(batch, scores):
-                prediction = int(np.argmax(item_scores))
-                records.append({"item": item.raw, "scores": item_scores, "prediction": prediction,
-                                "target": item.label, "correct": prediction == item.label})
+        with self._progress_bar(len(data), data.path.name, progress) as bar:
+            scores = scorer.cond_log_prob([(i.context, i.choices) for i in data.items], self.options,
+                                          self.config.micro_batch_size, progress=bar.update)
+        for item, item_scores in zip(data.items, scores):
+            prediction = int(np.argmax(item_scores))
+            records.append({"item": item.raw, "scores": item_scores, "prediction": prediction,
+                            "target": item.label, "correct": prediction == item.label})
         return records
 
 
@@ -173,11 +182,10 @@ class GenerationTask(BaseTask):
 
     def predict(self, scorer: GLMScorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
         settings = self.decoding_settings()
-        records = []
-        for _, batch in self._batches(data, data.path.name, progress):
-            outputs = scorer.generate_text([i.context for i in batch], self.options, settings, len(batch))
-            records.extend(self.make_record(item, out) for item, out in zip(batch, outputs))
-        return records
+        with self._progress_bar(len(data), data.path.name, progress) as bar:
+            outputs = scorer.generate_text([i.context for i in data.items], self.options, settings,
+                                           self.config.micro_batch_size, progress=bar.update)
+        return [self.make_record(item, out) for item, out in zip(data.items, outputs)]
 
 
 @dataclass
@@ -228,15 +236,10 @@ class LanguageModelTask(BaseTask):
             text = self.tokenizer.detokenize([t for _, w in windows for t in w.target_ids[0].tolist()])
             data.stats = {"words": float(len(text.split())), "bytes": float(len(text.encode("utf-8"))),
                           "tokens": float(sum(w.target_ids[0].size for _, w in windows))}
-        records = []
-        size = self.config.micro_batch_size
-        with tqdm(total=len(windows), desc=data.path.name, unit="window", disable=not progress, leave=False, dynamic_ncols=True) as bar:
-            for start in range(0, len(windows), size):
-                batch = windows[start : start + size]
-                for (doc_index, _), (loss, count) in zip(batch, scorer.calculate_loss([w for _, w in batch], len(batch))):
-                    records.append({"document": doc_index, "window": len(records), "scored_tokens": count, "loss": loss})
-                bar.update(len(batch))
-        return records
+        with self._progress_bar(len(windows), data.path.name, progress, unit="window") as bar:
+            losses = scorer.calculate_loss([w for _, w in windows], self.config.micro_batch_size, progress=bar.update)
+        return [{"document": doc_index, "window": index, "scored_tokens": count, "loss": loss}
+                for index, ((doc_index, _), (loss, count)) in enumerate(zip(windows, losses))]
 
 
 @dataclass
@@ -302,13 +305,11 @@ class ContinuationTask(BaseTask):
         return ContinuationItem(raw, context, target_ids)
 
     def predict(self, scorer: GLMScorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
-        records = []
-        for _, batch in self._batches(data, data.path.name, progress):
-            scores = scorer.continuation_scores([(i.context, i.target) for i in batch], self.options, len(batch))
-            for item, (loglikelihood, greedy) in zip(batch, scores):
-                records.append({"item": item.raw, "target_ids": item.target, "loglikelihood": loglikelihood,
-                                "greedy": greedy, "correct": greedy})
-        return records
+        with self._progress_bar(len(data), data.path.name, progress) as bar:
+            scores = scorer.continuation_scores([(i.context, i.target) for i in data.items], self.options,
+                                                self.config.micro_batch_size, progress=bar.update)
+        return [{"item": item.raw, "target_ids": item.target, "loglikelihood": loglikelihood, "greedy": greedy, "correct": greedy}
+                for item, (loglikelihood, greedy) in zip(data.items, scores)]
 
 
 TASK_CLASS_BY_TYPE: dict[str, type[BaseTask]] = {

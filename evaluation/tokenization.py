@@ -107,6 +107,13 @@ class GLMTokenizerBase:
     def encode(self, text: str) -> list[int]:
         return self.tokenize(text)
 
+    def encode_continuations(self, context: str, continuations: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+        """Ids of a multiple-choice context and of each choice. GLM scores a choice as a
+        separate block after [MASK]/[gMASK] (never as a continuation of the context's
+        text), so each part is tokenized on its own, as the GLM-130B harness did. The
+        Hugging Face tokenizer overrides this with the joint (lm-eval) rule."""
+        return self.tokenize(context), [self.tokenize(c) for c in continuations]
+
     def decode(self, ids: Sequence[int]) -> str:
         return self.detokenize(ids)
 

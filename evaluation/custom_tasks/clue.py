@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from evaluation.data import ItemError, list_of_texts_or_ids, require, text_or_ids
+from evaluation.data import ItemError, require
 from evaluation.scoring.glm_scorer import GLMScorer
 from evaluation.scoring.packing import truncate_left
 from evaluation.tasks import FileData, MultiChoiceItem, MultiChoiceTask
@@ -56,14 +56,8 @@ class ChunkedMultiChoiceTask(MultiChoiceTask):
     """``type: mul`` whose items may have more choice tokens than one sequence holds."""
 
     def load_item(self, raw: dict[str, Any]) -> MultiChoiceItem:
-        vocab = self.tokenizer.num_tokens
-        context = text_or_ids(raw, "inputs", self.tokenizer.tokenize, vocab)
         key = "choices_pretokenized" if "choices_pretokenized" in raw else "choices"
-        choices = list_of_texts_or_ids(raw, "choices", self.tokenizer.tokenize, vocab)
-        if not choices:
-            raise ItemError("empty choice list", key)
-        choice_ids = [self.tokenizer.tokenize(c) if isinstance(c, str) else c for c in choices]
-        choice_ids = [c if c else [self.tokenizer.eop_id] for c in choice_ids]
+        context, choice_ids = self.context_and_choices(raw)
         longest = max(len(c) for c in choice_ids)
         if longest + 2 >= self.max_length:
             raise ItemError(f"a choice takes {longest} tokens, too many for a sequence of {self.max_length}", key)
@@ -85,19 +79,20 @@ class ChunkedMultiChoiceTask(MultiChoiceTask):
 
     def predict(self, scorer: GLMScorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
         records = []
-        for _, batch in self._batches(data, data.path.name, progress):
-            requests, layout = [], []
-            for item in batch:
-                item_requests, chunks = self.requests(item)
-                layout.append((len(requests), chunks))
-                requests.extend(item_requests)
-            scores = scorer.cond_log_prob(requests, self.options, self.config.micro_batch_size)
-            for item, (first, chunks) in zip(batch, layout):
-                item_scores = [0.0] * len(item.choices)
-                for offset, chunk in enumerate(chunks):
-                    for index, value in zip(chunk, scores[first + offset]):
-                        item_scores[index] = value
-                prediction = int(np.argmax(item_scores))
-                records.append({"item": item.raw, "scores": item_scores, "prediction": prediction,
-                                "target": item.label, "correct": prediction == item.label})
+        requests, layout = [], []
+        for item in data.items:
+            item_requests, chunks = self.requests(item)
+            layout.append((len(requests), chunks))
+            requests.extend(item_requests)
+        # The bar counts scorer requests (an item split into chunks is several).
+        with self._progress_bar(len(requests), data.path.name, progress, unit="request") as bar:
+            scores = scorer.cond_log_prob(requests, self.options, self.config.micro_batch_size, progress=bar.update)
+        for item, (first, chunks) in zip(data.items, layout):
+            item_scores = [0.0] * len(item.choices)
+            for offset, chunk in enumerate(chunks):
+                for index, value in zip(chunk, scores[first + offset]):
+                    item_scores[index] = value
+            prediction = int(np.argmax(item_scores))
+            records.append({"item": item.raw, "scores": item_scores, "prediction": prediction,
+                            "target": item.label, "correct": prediction == item.label})
         return records

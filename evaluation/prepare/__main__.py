@@ -53,7 +53,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_INPUT_ERROR
 
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"{'suite':<18} {'task':<40} {'files':>5} {'items/file':>18} {'published':>10}  check")
+    print(f"{'suite':<18} {'task':<40} {'files':>5} {'items/file':>34} {'published':>10}  check")
     failed = []
     for name, module in modules.items():
         start = time.time()
@@ -70,13 +70,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         for task in sorted(tasks, key=lambda t: t.task):
             counts = sorted({(rel.rsplit('/', 1)[-1].split('.')[0], task.count(rel)) for rel in task.files})
             if len(counts) > 4:  # e.g. MMLU: one split (file) per subject
-                shown = f"{len(counts)} files, {sum(n for _, n in counts)} items"
+                shown = f"{len(counts)} splits, {sum(n for _, n in counts)} items each prompt"
                 published = str(sum(task.expected[s] for s, _ in counts if s in task.expected)) if task.expected else "-"
             else:
                 shown = ", ".join(f"{split} {n}" for split, n in counts)
                 published = ", ".join(str(task.expected[s]) for s, _ in counts if s in task.expected) or "-"
             status = "ok" if all(s in task.expected for s, _ in counts) else "unchecked" if not task.expected else "ok (partly)"
-            print(f"{name:<18} {task.task:<40} {len(task.files):>5} {shown:>18} {published:>10}  {status}")
+            print(f"{name:<18} {task.task:<40} {len(task.files):>5} {shown:>34} {published:>10}  {status}")
         print(f"{name}: {len(tasks)} task(s) written to {args.out / name} in {time.time() - start:.1f}s"
               + (f" (first {args.sample} items of each file)" if args.sample else ""))
     if failed:

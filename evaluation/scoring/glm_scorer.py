@@ -13,7 +13,7 @@ Logits are computed only at the rows that are read, never over [batch, seq, voca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ from .packing import (
 )
 
 PAD_MULTIPLE = 32
+
+Progress = Optional[Callable[[int], object]]  # called with the number of requests just finished
 
 
 @dataclass(frozen=True)
@@ -129,13 +131,18 @@ class GLMScorer:
         requests: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
         options: EncodingOptions,
         batch_size: int = 1,
+        progress: Progress = None,
     ) -> list[list[float]]:
-        """Summed log-probability of every choice given its context, one list per request."""
+        """Summed log-probability of every choice given its context, one list per request.
+        ``progress`` (e.g. a tqdm bar's ``update``) is told after each batch how many
+        requests it finished."""
         results: list[list[float]] = []
         for batch in chunks(requests, batch_size):
             samples = [self.pack_choices(context, choices, options) for context, choices in batch]
             for units in self._target_log_probs(samples):
                 results.append([float(u.sum(dtype=np.float64)) for u in units])
+            if progress is not None:
+                progress(len(batch))
         return results
 
     # -- continuation log-likelihood (lm-evaluation-harness ``loglikelihood``) ----------
@@ -166,6 +173,7 @@ class GLMScorer:
         requests: Sequence[tuple[Sequence[int], Sequence[int]]],
         options: EncodingOptions,
         batch_size: int = 1,
+        progress: Progress = None,
     ) -> list[tuple[float, bool]]:
         """Log-likelihood of a target continuation given its context (the backend-neutral
         request of lm-evaluation-harness's ``loglikelihood``).
@@ -189,6 +197,8 @@ class GLMScorer:
             for units in self._target_log_probs_and_greedy(samples):
                 log_probs, greedy = units[0]
                 results.append((float(log_probs.sum(dtype=np.float64)), bool(greedy.all())))
+            if progress is not None:
+                progress(len(batch))
         return results
 
     # -- language modelling --------------------------------------------------------------
@@ -203,12 +213,14 @@ class GLMScorer:
             position_2d=self.position_2d,
         )
 
-    def calculate_loss(self, windows: Sequence[PackedSequence], batch_size: int = 1) -> list[tuple[float, int]]:
+    def calculate_loss(self, windows: Sequence[PackedSequence], batch_size: int = 1, progress: Progress = None) -> list[tuple[float, int]]:
         """(summed NLL in nats, number of scored tokens) per window."""
         results = []
         for batch in chunks(windows, batch_size):
             for units in self._target_log_probs(batch):
                 results.append((-float(units[0].sum(dtype=np.float64)), int(units[0].size)))
+            if progress is not None:
+                progress(len(batch))
         return results
 
     # -- generation ---------------------------------------------------------------------
@@ -230,12 +242,15 @@ class GLMScorer:
         options: EncodingOptions,
         settings: DecodingSettings,
         batch_size: int = 1,
+        progress: Progress = None,
     ) -> list[list[int]]:
         """Generated token ids (end token stripped) for each context."""
         outputs: list[list[int]] = []
         for batch in chunks(contexts, batch_size):
             prepared = [self.generation_context(c, options, settings.max_gen_length) for c in batch]
             outputs.extend(self._generate_batch(prepared, settings))
+            if progress is not None:
+                progress(len(batch))
         return outputs
 
     def _generate_batch(self, contexts: Sequence[GenerationContext], settings: DecodingSettings) -> list[list[int]]:
