@@ -4,7 +4,7 @@
 # The public release is 8-way tensor parallel; this build runs one process and merges
 # the shards on load (or re-shard once: python -m evaluation.tools.convert_tp IN OUT --tensor-parallel 1).
 MODEL_TYPE="glm-130b"
-CHECKPOINT_PATH="${CHECKPOINT_PATH:-<your checkpoint path>}"
+CHECKPOINT_PATH="${CHECKPOINT_PATH:-/path/to/glm-130b-checkpoint}"
 ICETK_MODEL="${ICETK_MODEL:-$HOME/.icetk_models/ice_text.model}"
 MP_SIZE=1
 MODEL_ARGS="--model-parallel-size ${MP_SIZE} \
