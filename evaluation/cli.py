@@ -11,15 +11,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from .aggregation import format_all_done
 from .discovery import discover_task_files
 from .errors import InputError, Problem
-from .model.loader import ModelSpec, add_model_arguments, load_model, load_tokenizer
+from .model.hf_loader import HFModelSpec, add_hf_arguments
+from .model.loader import ModelSpec, add_model_arguments
 from .results import RunRecorder, Tee, default_run_name
 from .runner import PreparedTask, evaluate_task
-from .scoring.glm_scorer import GLMScorer
 from .task_config import load_tasks
 
 EXIT_INPUT_ERROR = 2
@@ -53,8 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--limit", type=positive_int, default=None, help="score only the first N items of every file (N windows for 'lm' tasks); for smoke tests")
     group.add_argument("--validate-only", action="store_true", help="check task YAMLs, data files and model flags, then exit without loading the model")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    group.add_argument("--backend", choices=["glm", "hf"], default="glm",
+                       help="glm: a GLM checkpoint (--load and the GLM flags); hf: a Hugging Face causal LM "
+                            "(--hf-model, optionally --hf-gguf-file; the GLM flags are then unused)")
     add_model_arguments(parser)
+    add_hf_arguments(parser)
     return parser
+
+
+def build_spec(args: argparse.Namespace) -> ModelSpec | HFModelSpec:
+    """The model spec of the chosen backend (flags checked, no weights read)."""
+    if args.backend == "hf":
+        return HFModelSpec.from_namespace(args)
+    return ModelSpec.from_namespace(args)
 
 
 def report(problems: list[Problem]) -> int:
@@ -64,24 +75,29 @@ def report(problems: list[Problem]) -> int:
     return EXIT_INPUT_ERROR
 
 
-def prepare_tasks(args: argparse.Namespace, spec: ModelSpec) -> tuple[list[PreparedTask], list[Problem]]:
+def load_model(spec: ModelSpec | HFModelSpec) -> Any:
+    """Load the weights (the only slow step; everything is validated before it)."""
+    return spec.load_model()
+
+
+def prepare_tasks(args: argparse.Namespace, spec: ModelSpec | HFModelSpec) -> tuple[list[PreparedTask], list[Problem]]:
     """Validate configs, then parse every data file with the tokenizer."""
     paths, problems = discover_task_files([*args.tasks, *args.task])
     if not paths and not problems:
         problems.append(Problem("<command line>", "no task given: pass task YAML files or directories"))
-    loaded, config_problems = load_tasks(paths, Path(args.data_path), spec.config.max_sequence_length)
+    loaded, config_problems = load_tasks(paths, Path(args.data_path), spec.max_sequence_length)
     problems += config_problems
     if problems:
         return [], problems
     try:
-        tokenizer = load_tokenizer(spec)
+        tokenizer = spec.load_tokenizer()
     except (OSError, ValueError) as exc:
-        return [], [Problem(spec.tokenizer_model, str(exc))]
+        return [], [Problem(spec.tokenizer_model if isinstance(spec, ModelSpec) else spec.source, str(exc))]
     prepared = []
     for item in loaded:
         if args.micro_batch_size is not None:
             item.config.micro_batch_size = args.micro_batch_size
-        task = item.task_class(item.config, tokenizer, limit=args.limit, model_max_length=spec.config.max_sequence_length)
+        task = item.task_class(item.config, tokenizer, limit=args.limit, model_max_length=spec.max_sequence_length)
         data = {}
         for group, files in item.files.items():
             data[group] = []
@@ -99,7 +115,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     start = time.time()
     print("> Loading task configs")
     try:
-        spec = ModelSpec.from_namespace(args)
+        spec = build_spec(args)
     except ValueError as exc:
         return report([Problem("<model arguments>", str(exc))])
     prepared, problems = prepare_tasks(args, spec)
@@ -121,16 +137,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         return report([Problem(run_dir, "already holds results.json; choose another --run-name or --output-dir")])
     recorder = RunRecorder(
         run_dir,
-        model={"config": args.model_config, "args": spec.describe()},
+        model={"config": args.model_config, "backend": args.backend, "args": spec.describe(prepared[0].task.tokenizer)},
         run={"argv": sys.argv[1:] if argv is None else list(argv), "data_path": str(Path(args.data_path).resolve()), "limit": args.limit},
     )
     tee = Tee(sys.stdout, run_dir / "console.log")
     sys.stdout = tee
     try:
         print(f"> Run folder: {run_dir}")
-        print(f"> Loading model from {spec.checkpoint} ({spec.dtype} on {spec.device})")
+        print(f"> Loading model from {spec.source} ({spec.dtype} on {spec.device})")
+        model_start = time.time()
         model = load_model(spec)
-        scorer = GLMScorer(model, prepared[0].task.tokenizer, spec.device)
+        scorer = spec.make_scorer(model, prepared[0].task.tokenizer)
+        print(f"> Model loaded in {time.time() - model_start:.1f}s")
+        if hasattr(scorer, "describe"):
+            recorder.results["model"]["scorer"] = scorer.describe()
+            recorder.write()
         progress = not args.no_progress and sys.stderr.isatty()
         for item in prepared:
             print()

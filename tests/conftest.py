@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,15 @@ def tiny_model_args(folder: Path) -> list[str]:
         "--vocab-size", str(c.vocab_size), "--max-sequence-length", str(c.max_sequence_length),
         "--load", str(folder), "--device", "cpu",
     ]
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every suite prepared from the real raw files in ../shared/data (full counts checked),
+    5 items per file; shared by the shipped-task runs of both backends."""
+    raw = ROOT.parent / "shared" / "data"
+    out = tmp_path_factory.mktemp("data")
+    result = subprocess.run([sys.executable, "-m", "evaluation.prepare", "--raw", str(raw), "--out", str(out), "--sample", "5"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert result.returncode == 0, result.stderr
+    return out

@@ -4,8 +4,6 @@ from the real raw files in ../shared/data, and runs 5 items end to end on the ti
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,16 +16,6 @@ RAW = ROOT.parent / "shared" / "data"
 SUITES = sorted(p.name for p in (ROOT / "tasks").iterdir() if p.is_dir() and any(p.glob("*.yaml")))
 
 pytestmark = pytest.mark.skipif(not RAW.is_dir(), reason=f"raw datasets not found at {RAW}")
-
-
-@pytest.fixture(scope="session")
-def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every suite prepared from the real raw files (full counts checked), 5 items per file."""
-    out = tmp_path_factory.mktemp("data")
-    result = subprocess.run([sys.executable, "-m", "evaluation.prepare", "--raw", str(RAW), "--out", str(out), "--sample", "5"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=900)
-    assert result.returncode == 0, result.stderr
-    return out
 
 
 def test_every_task_folder_has_a_converter() -> None:

@@ -100,9 +100,29 @@ class ModelSpec:
         return cls(config, checkpoint, tokenizer_model, ns.num_image_tokens, dtype, device, ns.model_parallel_size, tokenizer_type,
                    getattr(ns, "quantization_bit_width", None))
 
-    def describe(self) -> dict[str, Any]:
+    @property
+    def max_sequence_length(self) -> int:
+        return self.config.max_sequence_length
+
+    @property
+    def source(self) -> str:
+        return str(self.checkpoint)
+
+    def load_tokenizer(self) -> GLMTokenizerBase:
+        return load_tokenizer(self)
+
+    def load_model(self) -> GLMModel:
+        return load_model(self)
+
+    def make_scorer(self, model: GLMModel, tokenizer: GLMTokenizerBase) -> Any:
+        from ..scoring.glm_scorer import GLMScorer
+
+        return GLMScorer(model, tokenizer, self.device)
+
+    def describe(self, tokenizer: Optional[GLMTokenizerBase] = None) -> dict[str, Any]:
         """JSON-friendly record for results.json."""
         return {
+            "backend": "glm",
             **self.config.to_dict(),
             "load": str(self.checkpoint),
             "tokenizer_type": self.tokenizer_type,

@@ -19,6 +19,7 @@ SUITE_MODULES: dict[str, str] = {
     "fewclue": "evaluation.prepare.fewclue",
     "bloom": "evaluation.prepare.bloom",
     "language-modeling": "evaluation.prepare.language_modeling",
+    "quickstart": "evaluation.prepare.quickstart",
 }
 
 

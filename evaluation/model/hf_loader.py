@@ -1,0 +1,169 @@
+"""Model arguments of the Hugging Face backend (``--backend hf``) and loading, offline.
+
+The model is a local folder in the Hugging Face layout (``config.json``, weights,
+tokenizer files) or a GGUF file inside such a folder (``--hf-gguf-file``; transformers
+dequantizes it to float on load, which needs the ``gguf`` package). Nothing is ever
+downloaded: every ``from_pretrained`` runs with ``local_files_only=True`` and
+``HF_HUB_OFFLINE=1`` is set, so a missing file is a clear error rather than a hub request.
+
+Order (as for the GLM backend): flags are checked and the config read (for the model's
+positions) first, the tokenizer next (every data file is tokenized and validated with
+it), the weights last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ..tokenization_hf import HFTokenizer
+from .loader import DTYPES
+
+BOS_CHOICES = ("auto", "yes", "no")
+
+
+def add_hf_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the Hugging Face backend's flags (used with ``--backend hf``)."""
+    group = parser.add_argument_group("Hugging Face causal LM (--backend hf)")
+    group.add_argument("--hf-model", default=None, help="local model folder (HF layout, or the folder holding --hf-gguf-file)")
+    group.add_argument("--hf-gguf-file", default=None, help="GGUF file name inside --hf-model (dequantized to float on load)")
+    group.add_argument("--hf-add-bos", choices=BOS_CHOICES, default="auto",
+                       help="put BOS before every context: 'auto' = what the tokenizer does with special tokens "
+                            "(lm-evaluation-harness's default); an empty context is always the BOS (else EOS) token")
+    group.add_argument("--hf-max-length", type=int, default=None,
+                       help="positions of the model (default: from its config, as lm-evaluation-harness reads them)")
+    group.add_argument("--max-batch-tokens", type=int, default=4096,
+                       help="HF backend: requests are sorted by length and batched up to this many padded tokens "
+                            "(replaces the tasks' micro-batch-size)")
+    group.add_argument("--hf-no-packing", action="store_true",
+                       help="score multiple choice with one sequence per choice instead of packing the choices after one context")
+
+
+@dataclass(frozen=True)
+class HFModelSpec:
+    """A causal LM to load with transformers, resolved from the flags."""
+
+    model_path: Path
+    gguf_file: Optional[str]
+    dtype: str
+    device: str
+    add_bos: str
+    max_sequence_length: int
+    max_batch_tokens: int
+    packing: bool = True
+
+    @property
+    def source(self) -> str:
+        return str(self.model_path / self.gguf_file) if self.gguf_file else str(self.model_path)
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> "HFModelSpec":
+        """Check the flags and read the model's config (not its weights)."""
+        if not ns.hf_model:
+            raise ValueError("--backend hf needs --hf-model DIR (a local model folder; see configs/model_hf_local.sh)")
+        path = Path(ns.hf_model)
+        if not path.is_dir():
+            raise ValueError(f"--hf-model {path}: no such folder")
+        if ns.hf_gguf_file:
+            if not (path / ns.hf_gguf_file).is_file():
+                raise ValueError(f"--hf-gguf-file {ns.hf_gguf_file}: not found in {path}")
+        elif not (path / "config.json").is_file():
+            raise ValueError(f"--hf-model {path}: no config.json (not a Hugging Face model folder; for a GGUF file pass --hf-gguf-file)")
+        device = ns.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = "fp16" if ns.fp16 else "bf16" if ns.bf16 else "fp32"
+        if dtype == "fp16" and not device.startswith("cuda"):
+            raise ValueError("--fp16 needs a GPU: half-precision matmuls on CPU are unusably slow; use fp32 on CPU")
+        if ns.max_batch_tokens < 1:
+            raise ValueError(f"--max-batch-tokens must be >= 1, got {ns.max_batch_tokens}")
+        require_transformers(ns.hf_gguf_file)
+        max_length = ns.hf_max_length or read_max_length(path, ns.hf_gguf_file)
+        return cls(path, ns.hf_gguf_file, dtype, device, ns.hf_add_bos, max_length, ns.max_batch_tokens, not ns.hf_no_packing)
+
+    def load_tokenizer(self) -> HFTokenizer:
+        offline()
+        return HFTokenizer.from_pretrained(self.model_path, self.gguf_file)
+
+    def resolve_add_bos(self, tokenizer: HFTokenizer) -> bool:
+        if self.add_bos == "auto":
+            return tokenizer.adds_bos_by_default
+        return self.add_bos == "yes"
+
+    def load_model(self) -> Any:
+        offline()
+        from transformers import AutoModelForCausalLM
+
+        kwargs: dict[str, Any] = {"local_files_only": True, "dtype": DTYPES[self.dtype]}
+        if self.gguf_file:
+            kwargs["gguf_file"] = self.gguf_file
+        model = AutoModelForCausalLM.from_pretrained(str(self.model_path), **kwargs)
+        return model.to(self.device).eval()
+
+    def make_scorer(self, model: Any, tokenizer: HFTokenizer) -> Any:
+        from ..scoring.hf_scorer import HFScorer
+
+        return HFScorer(model, tokenizer, self.device, add_bos=self.resolve_add_bos(tokenizer),
+                        max_batch_tokens=self.max_batch_tokens, max_length=self.max_sequence_length, allow_packing=self.packing)
+
+    def describe(self, tokenizer: Optional[HFTokenizer] = None) -> dict[str, Any]:
+        """JSON-friendly record for results.json: backend, model, dtype and BOS handling."""
+        record: dict[str, Any] = {
+            "backend": "hf",
+            "model_path": str(self.model_path),
+            "gguf_file": self.gguf_file,
+            "dtype": self.dtype,
+            "device": self.device,
+            "max_sequence_length": self.max_sequence_length,
+            "max_batch_tokens": self.max_batch_tokens,
+            "add_bos": self.add_bos,
+        }
+        if tokenizer is not None:
+            record["bos"] = {
+                "add_bos_resolved": self.resolve_add_bos(tokenizer),
+                "tokenizer_adds_bos_by_default": tokenizer.adds_bos_by_default,
+                "bos_token_id": tokenizer.bos_id,
+                "empty_context_token_id": tokenizer.prefix_id,
+                "rule": "contexts are encoded without special tokens unless add_bos; an empty context "
+                        "(and the first language-modelling window) starts from the BOS token, else EOS",
+            }
+        return record
+
+
+def require_transformers(gguf_file: Optional[str]) -> None:
+    """A clear error when the HF extra is not installed (it is optional for GLM runs)."""
+    import importlib.util
+
+    missing = [name for name in ("transformers", "accelerate", *(("gguf",) if gguf_file else ()))
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"--backend hf needs the Python package(s) {', '.join(missing)}: "
+                         "install them with `bash scripts/setup_venv.sh hf`")
+
+
+def offline() -> None:
+    """Never let transformers reach for the hub (the machines here have no internet)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def read_max_length(path: Path, gguf_file: Optional[str]) -> int:
+    """The model's positions from its config (or GGUF metadata), before any weight is read."""
+    offline()
+    from transformers import AutoConfig
+
+    from ..scoring.hf_scorer import model_max_length
+
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        config = AutoConfig.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the model config of {path / gguf_file if gguf_file else path}: {exc}") from None
+    return model_max_length(config)

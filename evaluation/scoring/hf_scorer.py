@@ -1,0 +1,411 @@
+"""The Hugging Face backend: the scorer API of ``GLMScorer`` over any ``transformers`` causal LM.
+
+Every task type calls the same four requests on either backend (``cond_log_prob``,
+``continuation_scores``, ``lm_windows`` + ``calculate_loss``, ``generate_text``), so every
+task YAML runs unchanged here. A causal LM reads its context left to right: GLM's
+encoding switches (``use_task_mask``, ``unidirectional``, ``use_multitask_encoding``) do not
+apply and are ignored (a note says so once per run); only ``max_seq_length`` is used.
+
+Semantics follow lm-evaluation-harness's ``hf`` model (v0.4), so scores can be compared:
+
+* A request scores ``log p(target | context)`` with the target tokens teacher-forced; an
+  empty context becomes the prefix token (BOS, else EOS); with ``add_bos`` every context
+  starts with BOS. Too long inputs lose tokens on the left, keeping the last
+  ``max_length`` input tokens (for packed multiple choice: as many as its longest choice
+  allows, so a long item keeps the same context for every choice).
+* Language modelling uses lm-eval's rolling windows: each window predicts up to
+  ``generation_length`` tokens (all ``max_length`` when the YAML asks for more) and sees
+  the tokens before them, up to ``max_length`` inputs; the first token is predicted from
+  the prefix token. ``generation_length >= max_length`` is exactly ``loglikelihood_rolling``.
+
+What makes it fast (each checked against a plain per-choice forward in
+``tests/test_hf_backend.py``):
+
+* Multiple choice encodes the context once per item: the choices follow it in one
+  sequence, each attending to the context and to itself only (a 4D block mask) with
+  positions continuing from the context end, so each choice sees exactly what it would
+  see alone. Models that reject a 4D mask or explicit positions (found by a probe at
+  start-up) fall back to one sequence per choice, automatically.
+* Only the hidden states of scored rows go through the LM head and log-softmax; the
+  [batch, length, vocab] logits tensor is never built (when a probe shows that the
+  model's logits are ``lm_head(base_model(...))``; otherwise the full logits are used).
+* Requests are sorted by length (longest first) and batched up to ``max_batch_tokens``
+  padded tokens, whatever the task's micro-batch size; results come back in request order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..tokenization_hf import HFTokenizer
+from .decoding import DecodingSettings, beam_search, greedy_decode
+from .glm_scorer import EncodingOptions, Progress
+
+DEFAULT_MAX_BATCH_TOKENS = 4096
+PROBE_TOLERANCE = 1e-4
+
+
+@dataclass
+class CausalSequence:
+    """One model input row: a context followed by zero or more choice blocks.
+
+    ``tokens[:context_len]`` is read causally; each block (lengths ``block_lens``, in order
+    after the context) attends to the whole context and causally to itself, never to
+    another block, with positions ``context_len, context_len + 1, ...``. ``target_rows[u]``
+    are the rows whose next-token distribution scores ``target_ids[u]`` (unit u)."""
+
+    tokens: np.ndarray
+    context_len: int
+    block_lens: list[int] = field(default_factory=list)
+    target_rows: list[np.ndarray] = field(default_factory=list)
+    target_ids: list[np.ndarray] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def packed(self) -> bool:
+        return len(self.block_lens) > 1
+
+    def positions(self) -> np.ndarray:
+        parts = [np.arange(self.context_len)] + [np.arange(self.context_len, self.context_len + n) for n in self.block_lens]
+        return np.concatenate(parts).astype(np.int64)
+
+
+def plan_batches(lengths: Sequence[int], max_tokens: int, rows_per_item: int = 1) -> list[list[int]]:
+    """Indices of the requests batched together: longest first, each batch as large as
+    ``rows * longest length <= max_tokens`` allows (at least one request). Sorting by
+    length keeps padding small; the caller puts results back in request order."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[current[0]] if current else lengths[index]
+        if current and (len(current) + 1) * rows_per_item * longest > max_tokens:
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def block_mask(sequence: CausalSequence, length: int) -> np.ndarray:
+    """[length, length] bool (True = may attend) for one sequence right-padded to ``length``;
+    pad rows attend to themselves only, so no softmax row is empty."""
+    mask = np.zeros((length, length), dtype=bool)
+    n = sequence.context_len
+    mask[:n, :n] = np.tril(np.ones((n, n), dtype=bool))
+    start = n
+    for size in sequence.block_lens:
+        mask[start : start + size, :n] = True
+        mask[start : start + size, start : start + size] = np.tril(np.ones((size, size), dtype=bool))
+        start += size
+    pad = np.arange(start, length)
+    mask[pad, pad] = True
+    return mask
+
+
+class HFScorer:
+    """Scores tokenized requests with a ``transformers`` causal LM (see the module doc)."""
+
+    def __init__(self, model: Any, tokenizer: HFTokenizer, device: str | torch.device = "cpu", *, add_bos: bool = False,
+                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, max_length: Optional[int] = None,
+                 allow_packing: bool = True, log: Any = print) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.add_bos = add_bos
+        self.max_batch_tokens = max_batch_tokens
+        self.max_model_length = max_length or model_max_length(model.config)
+        self.log = log
+        self._noted_glm_switches = False
+        self.dtype = next(model.parameters()).dtype
+        self.head_only_at_rows = self._probe_head_split()
+        self.packing = allow_packing and self._probe_packing()
+
+    # -- capability probes ---------------------------------------------------------------
+    @torch.no_grad()
+    def _probe_head_split(self) -> bool:
+        """True when ``lm_head(base_model(x))`` equals the model's own logits, so the head
+        can run on scored rows only (models with logit scaling or soft-capping fail this
+        and keep the full-logits path)."""
+        head = self.model.get_output_embeddings()
+        base = getattr(self.model, "base_model", None)
+        if head is None or base is None or base is self.model:
+            return False
+        ids = torch.tensor([[self.tokenizer.prefix_id, *range(3, 9)]], device=self.device) % self.tokenizer.num_tokens
+        try:
+            full = self.model(input_ids=ids, use_cache=False).logits.float()
+            split = head(base(input_ids=ids, use_cache=False).last_hidden_state).float()
+        except Exception:  # noqa: BLE001 - any failure means "do not split"
+            return False
+        return bool(torch.allclose(full, split, atol=PROBE_TOLERANCE, rtol=PROBE_TOLERANCE))
+
+    @torch.no_grad()
+    def _probe_packing(self) -> bool:
+        """True when two choices packed after one context (4D block mask + positions) score
+        as they do in two plain causal sequences; False sends multiple choice to one
+        sequence per choice."""
+        vocab = self.tokenizer.num_tokens
+        context, choices = [(7 * i + 3) % vocab for i in range(5)], [[11 % vocab, 12 % vocab, 13 % vocab], [14 % vocab, 15 % vocab]]
+        try:
+            packed = self._score([self._pack(context, choices, 64)], greedy=False)[0]
+            alone = [self._score([self._pack(context, [c], 64)], greedy=False)[0][0] for c in choices]
+        except Exception:  # noqa: BLE001 - a model that rejects the mask or the positions
+            return False
+        return all(np.allclose(p, a, atol=PROBE_TOLERANCE) for p, a in zip(packed, alone))
+
+    def describe(self) -> dict[str, Any]:
+        """How this scorer reads the model, for results.json."""
+        return {"packed_multiple_choice": self.packing, "lm_head_only_at_scored_rows": self.head_only_at_rows,
+                "max_batch_tokens": self.max_batch_tokens, "max_model_length": self.max_model_length, "add_bos": self.add_bos}
+
+    def effective_max_length(self, options: EncodingOptions) -> int:
+        """A task may not ask for more context than the model has positions for."""
+        return min(options.max_seq_length, self.max_model_length)
+
+    def _note_glm_switches(self, options: EncodingOptions) -> None:
+        if not self._noted_glm_switches and (options.use_task_mask or options.use_multitask_encoding or not options.unidirectional):
+            self._noted_glm_switches = True
+            self.log("> Note: GLM encoding switches (use-task-mask, unidirectional, use-multitask-encoding) "
+                     "do not apply to a causal LM and are ignored by the HF backend")
+
+    def _context(self, context: Sequence[int]) -> list[int]:
+        """BOS policy and the empty context (lm-eval: an empty context is the prefix token)."""
+        ids = [int(i) for i in context]
+        bos = self.tokenizer.bos_id
+        if self.add_bos and bos is not None and (not ids or ids[0] != bos):
+            ids = [bos, *ids]
+        return ids if ids else [self.tokenizer.prefix_id]
+
+    # -- building sequences -----------------------------------------------------------------
+    def _pack(self, context: Sequence[int], choices: Sequence[Sequence[int]], max_length: int) -> CausalSequence:
+        """Context then ``choice[:-1]`` blocks; ``choice[j]`` is read at the row before it
+        (the last context row for ``j == 0``). One block (or none: all choices single
+        tokens) is a plain causal sequence."""
+        longest = max(len(c) for c in choices)
+        if longest > max_length:
+            raise ValueError(f"a continuation of {longest} tokens does not fit in {max_length} positions")
+        ctx = self._context(context)
+        ctx = ctx[max(0, len(ctx) - (max_length - longest + 1)) :]
+        n = len(ctx)
+        tokens = list(ctx)
+        block_lens, rows = [], []
+        for choice in choices:
+            start = len(tokens)
+            rows.append(np.asarray([n - 1, *range(start, start + len(choice) - 1)], dtype=np.int64))
+            if len(choice) > 1:
+                tokens.extend(choice[:-1])
+                block_lens.append(len(choice) - 1)
+        return CausalSequence(np.asarray(tokens, dtype=np.int64), n, block_lens, rows,
+                              [np.asarray(c, dtype=np.int64) for c in choices])
+
+    # -- the forward pass -------------------------------------------------------------------
+    @torch.no_grad()
+    def _hidden_or_logits(self, samples: Sequence[CausalSequence]) -> torch.Tensor:
+        """Right-padded batch forward: hidden states [b, L, h] (or logits [b, L, V] when the
+        head cannot be split off). Plain causal batches use a 2D padding mask; packed ones
+        a 4D float mask (0 = attend, dtype minimum = masked) and explicit positions."""
+        length = max(len(s) for s in samples)
+        b = len(samples)
+        tokens = np.full((b, length), self.tokenizer.pad_id, dtype=np.int64)
+        positions = np.zeros((b, length), dtype=np.int64)
+        for i, s in enumerate(samples):
+            tokens[i, : len(s)] = s.tokens
+            positions[i, : len(s)] = s.positions()
+            positions[i, len(s) :] = np.arange(len(s), length)
+        if any(s.packed for s in samples):
+            allowed = torch.from_numpy(np.stack([block_mask(s, length) for s in samples]))[:, None]
+            mask = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        else:
+            mask = torch.from_numpy(np.stack([np.arange(length) < len(s) for s in samples]).astype(np.int64))
+        kwargs = dict(input_ids=torch.from_numpy(tokens).to(self.device), attention_mask=mask.to(self.device),
+                      position_ids=torch.from_numpy(positions).to(self.device), use_cache=False)
+        if self.head_only_at_rows:
+            return self.model.base_model(**kwargs).last_hidden_state
+        return self.model(**kwargs).logits
+
+    @torch.no_grad()
+    def _score(self, samples: Sequence[CausalSequence], greedy: bool) -> list[list[Any]]:
+        """Per sample and unit: the target log-probs (float32 array), and with ``greedy``
+        also whether each target is the argmax of its row."""
+        out = self._hidden_or_logits(samples)
+        batch_index, row_index, target_index, spans = [], [], [], []
+        for i, s in enumerate(samples):
+            unit_spans = []
+            for rows, targets in zip(s.target_rows, s.target_ids):
+                start = len(row_index)
+                batch_index.extend([i] * len(rows))
+                row_index.extend(rows.tolist())
+                target_index.extend(targets.tolist())
+                unit_spans.append((start, len(row_index)))
+            spans.append(unit_spans)
+        selected = out[torch.tensor(batch_index, device=self.device), torch.tensor(row_index, device=self.device)]
+        logits = self.model.get_output_embeddings()(selected) if self.head_only_at_rows else selected
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        target = torch.tensor(target_index, device=self.device)
+        picked = log_probs.gather(1, target.unsqueeze(1)).squeeze(1).cpu().numpy()
+        if not greedy:
+            return [[picked[a:b] for a, b in unit_spans] for unit_spans in spans]
+        is_max = (log_probs.argmax(dim=-1) == target).cpu().numpy()
+        return [[(picked[a:b], is_max[a:b]) for a, b in unit_spans] for unit_spans in spans]
+
+    def _run(self, samples: Sequence[CausalSequence], greedy: bool, progress: Progress,
+             counts: Optional[Sequence[int]] = None) -> list[list[Any]]:
+        """Score samples in token-budget batches; results in sample order. ``counts[i]`` is
+        how many requests sample i finishes (for the progress callback)."""
+        results: list[Optional[list[Any]]] = [None] * len(samples)
+        for batch in plan_batches([len(s) for s in samples], self.max_batch_tokens):
+            for index, units in zip(batch, self._score([samples[i] for i in batch], greedy)):
+                results[index] = units
+            if progress is not None:
+                progress(len(batch) if counts is None else sum(counts[i] for i in batch))
+        return results  # type: ignore[return-value]
+
+    # -- the scorer API ----------------------------------------------------------------------
+    def cond_log_prob(self, requests: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], options: EncodingOptions,
+                      batch_size: int = 1, progress: Progress = None) -> list[list[float]]:
+        """Summed log-probability (nats, float64 sum) of every choice given its context.
+        ``batch_size`` is ignored: batches are filled to ``max_batch_tokens``."""
+        self._note_glm_switches(options)
+        max_length = self.effective_max_length(options)
+        if self.packing:
+            samples = [self._pack(context, choices, max_length) for context, choices in requests]
+            units = self._run(samples, False, progress)
+            return [[float(u.sum(dtype=np.float64)) for u in item] for item in units]
+        # Fallback: one causal sequence per multi-token choice (single-token choices of an
+        # item still share one sequence: they are all read at the context's last row).
+        samples, owners, counts = [], [], []
+        for r, (context, choices) in enumerate(requests):
+            single = [k for k, c in enumerate(choices) if len(c) == 1]
+            groups = ([single] if single else []) + [[k] for k, c in enumerate(choices) if len(c) > 1]
+            for g, group in enumerate(groups):
+                samples.append(self._pack(context, [choices[k] for k in group], max_length))
+                owners.append((r, group))
+                counts.append(1 if g == 0 else 0)
+        scores: list[list[float]] = [[0.0] * len(choices) for _, choices in requests]
+        for (r, group), units in zip(owners, self._run(samples, False, progress, counts)):
+            for k, u in zip(group, units):
+                scores[r][k] = float(u.sum(dtype=np.float64))
+        return scores
+
+    def continuation_scores(self, requests: Sequence[tuple[Sequence[int], Sequence[int]]], options: EncodingOptions,
+                            batch_size: int = 1, progress: Progress = None) -> list[tuple[float, bool]]:
+        """(log p(target | context) in nats, summed in float64; whether every target token
+        is the argmax under teacher forcing) per request: lm-eval's ``loglikelihood``."""
+        self._note_glm_switches(options)
+        max_length = self.effective_max_length(options)
+        for _, target in requests:
+            if len(target) == 0:
+                raise ValueError("continuation_scores needs a non-empty target")
+        samples = [self._pack(context, [target], max_length) for context, target in requests]
+        results = []
+        for units in self._run(samples, True, progress):
+            log_probs, greedy = units[0]
+            results.append((float(log_probs.sum(dtype=np.float64)), bool(greedy.all())))
+        return results
+
+    def lm_windows(self, tokens: Sequence[int], options: EncodingOptions, generation_length: int) -> list[CausalSequence]:
+        """Rolling windows over a document (see the module doc); each predicts its tokens
+        from everything before them that fits in ``max_length`` inputs."""
+        self._note_glm_switches(options)
+        max_length = self.effective_max_length(options)
+        step = max(1, min(generation_length, max_length))
+        extended = [self.tokenizer.prefix_id, *[int(t) for t in tokens]]  # extended[j + 1] is tokens[j]
+        windows = []
+        for a in range(0, len(tokens), step):
+            b = min(a + step, len(tokens))
+            start = max(0, b - max_length)
+            inputs = np.asarray(extended[start:b], dtype=np.int64)
+            windows.append(CausalSequence(inputs, len(inputs), [], [np.arange(a - start, b - start)],
+                                          [np.asarray(extended[a + 1 : b + 1], dtype=np.int64)]))
+        return windows
+
+    def calculate_loss(self, windows: Sequence[CausalSequence], batch_size: int = 1, progress: Progress = None) -> list[tuple[float, int]]:
+        """(summed NLL in nats, number of scored tokens) per window."""
+        return [(-float(units[0].sum(dtype=np.float64)), int(units[0].size)) for units in self._run(windows, False, progress)]
+
+    # -- generation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_text(self, contexts: Sequence[Sequence[int]], options: EncodingOptions, settings: DecodingSettings,
+                      batch_size: int = 1, progress: Progress = None) -> list[list[int]]:
+        """Greedy or beam search (``decoding.py``) with the model's KV cache; generated ids
+        per context, end token stripped. Contexts keep their last ``max_length -
+        max_gen_length`` tokens."""
+        self._note_glm_switches(options)
+        budget = self.effective_max_length(options) - settings.max_gen_length
+        if budget < 1:
+            raise ValueError(f"max_gen_length {settings.max_gen_length} leaves no room for a context "
+                             f"in {self.effective_max_length(options)} positions")
+        prepared = [self._context(c)[-budget:] for c in contexts]
+        rows = max(1, settings.num_beams)
+        outputs: list[list[int]] = [[] for _ in prepared]
+        lengths = [len(c) + settings.max_gen_length for c in prepared]
+        for batch in plan_batches(lengths, self.max_batch_tokens, rows_per_item=rows):
+            for index, generated in zip(batch, self._generate_batch([prepared[i] for i in batch], settings)):
+                outputs[index] = generated
+            if progress is not None:
+                progress(len(batch))
+        return outputs
+
+    def _generate_batch(self, contexts: Sequence[list[int]], settings: DecodingSettings) -> list[list[int]]:
+        from transformers import DynamicCache
+
+        length = max(len(c) for c in contexts)
+        tokens = torch.full((len(contexts), length), self.tokenizer.pad_id, dtype=torch.long)
+        valid = torch.zeros((len(contexts), length), dtype=torch.long)
+        for i, c in enumerate(contexts):  # left padding: every context ends at the same column
+            tokens[i, length - len(c) :] = torch.tensor(c)
+            valid[i, length - len(c) :] = 1
+        positions = (valid.cumsum(dim=1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self.model(input_ids=tokens.to(self.device), attention_mask=valid.to(self.device),
+                         position_ids=positions.to(self.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+        decoder = _HFCachedDecoder(self.model, out.past_key_values, valid.to(self.device),
+                                   torch.tensor([len(c) for c in contexts], device=self.device))
+        first_logits = out.logits[:, -1]
+        if settings.num_beams <= 1:
+            return greedy_decode(first_logits, decoder, settings)
+        decoder.reorder(torch.arange(len(contexts), device=self.device).repeat_interleave(settings.num_beams))
+        n = settings.no_repeat_ngram_size
+        tails = [c[-(n - 1) :] if n > 1 else [] for c in contexts]
+        return beam_search(first_logits, decoder, settings, [len(c) for c in contexts], tails)
+
+
+class _HFCachedDecoder:
+    """``decoding.Decoder`` over a transformers KV cache: one token per row per step, the
+    padding mask growing by one column, positions continuing from each context's end."""
+
+    def __init__(self, model: Any, cache: Any, valid: torch.Tensor, context_lengths: torch.Tensor) -> None:
+        self.model = model
+        self.cache = cache
+        self.valid = valid  # [rows, keys so far]: 0 on left padding
+        self.context_lengths = context_lengths
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.cache.reorder_cache(rows)
+        self.valid = self.valid.index_select(0, rows)
+        self.context_lengths = self.context_lengths.index_select(0, rows)
+
+    def step(self, tokens: torch.Tensor, step_index: int) -> torch.Tensor:
+        rows = tokens.shape[0]
+        self.valid = torch.cat((self.valid, torch.ones((rows, 1), dtype=self.valid.dtype, device=self.valid.device)), dim=1)
+        positions = (self.context_lengths + step_index).view(rows, 1)
+        out = self.model(input_ids=tokens.view(rows, 1), attention_mask=self.valid, position_ids=positions,
+                         past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        return out.logits[:, -1]
+
+
+def model_max_length(config: Any) -> int:
+    """Positions of a transformers config (lm-eval reads the same attributes; 2048 if none)."""
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
