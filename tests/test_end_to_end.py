@@ -168,3 +168,15 @@ def test_custom_task_class_from_module(tmp_path: Path, tiny_glm_dir: Path, monke
     assert results["tasks"]["custom"]["config"]["prefix"] == "Quiz: "
     first = json.loads((tmp_path / "out" / "r" / "predictions" / "custom" / "Plain/mul/validation.jsonl").read_text().splitlines()[0])
     assert first["item"]["inputs_pretokenized"].startswith("Quiz: ")
+
+
+def test_missing_checkpoint_is_reported_before_any_data_is_read(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from conftest import tiny_model_args
+    from evaluation.cli import main as evaluate_main
+
+    code = evaluate_main([str(ROOT / "tasks" / "demo"), "--data-path", str(tmp_path / "no-data"), "--validate-only",
+                          *tiny_model_args(tmp_path / "no-checkpoint")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--load" in err and "no-checkpoint" in err and "latest" in err
+    assert "no-data" not in err  # stopped at the model arguments, before the tasks' data

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 
 from ..tokenization import NUM_IMAGE_TOKENS, TOKENIZER_TYPES, GLMTokenizerBase, build_tokenizer, default_tokenizer_model
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError, checkpoint_shards, load_checkpoint
 from .config import GLMConfig
 from .glm import GLMModel
 from .quantization import BIT_WIDTHS, load_quantized_model
@@ -74,6 +74,10 @@ class ModelSpec:
         if ns.load is None:
             raise ValueError("no checkpoint given: set --load (normally through MODEL_CONFIG's MODEL_ARGS)")
         checkpoint = Path(ns.load)
+        try:  # cheap (reads 'latest', lists the folder): a wrong path fails before any data is read
+            checkpoint_shards(checkpoint)
+        except CheckpointError as exc:
+            raise ValueError(f"--load {checkpoint}: {exc} (set CHECKPOINT_PATH in the model config)") from None
         device = ns.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
