@@ -94,8 +94,9 @@ class GLMScorer:
 
     # -- shared forward --------------------------------------------------------------
     @torch.no_grad()
-    def _target_log_probs(self, samples: Sequence[PackedSequence]) -> list[list[np.ndarray]]:
-        """For each sample and each of its scored units, log p(target id) at each target row."""
+    def _target_log_probs(self, samples: Sequence[PackedSequence]) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """For each sample and each of its scored units: log p(target id) at each target row,
+        and whether that target id is the row's argmax (the greedy check of continuations)."""
         tokens, positions, mask, _ = collate(samples, self.ids.pad)
         hidden, _ = self.model(tokens.to(self.device), positions.to(self.device), mask.to(self.device))
         batch_index, row_index, target_index, spans = [], [], [], []
@@ -110,8 +111,10 @@ class GLMScorer:
             spans.append(unit_spans)
         selected = hidden[torch.tensor(batch_index, device=self.device), torch.tensor(row_index, device=self.device)]
         log_probs = torch.log_softmax(self.model.logits(selected), dim=-1)
-        picked = log_probs.gather(1, torch.tensor(target_index, device=self.device).unsqueeze(1)).squeeze(1).cpu().numpy()
-        return [[picked[a:b] for a, b in unit_spans] for unit_spans in spans]
+        target = torch.tensor(target_index, device=self.device)
+        picked = log_probs.gather(1, target.unsqueeze(1)).squeeze(1).cpu().numpy()
+        greedy = (log_probs.argmax(dim=-1) == target).cpu().numpy()
+        return [[(picked[a:b], greedy[a:b]) for a, b in unit_spans] for unit_spans in spans]
 
     # -- multiple choice ---------------------------------------------------------------
     def pack_choices(self, context: Sequence[int], choices: Sequence[Sequence[int]], options: EncodingOptions) -> PackedSequence:
@@ -140,34 +143,12 @@ class GLMScorer:
         for batch in chunks(requests, batch_size):
             samples = [self.pack_choices(context, choices, options) for context, choices in batch]
             for units in self._target_log_probs(samples):
-                results.append([float(u.sum(dtype=np.float64)) for u in units])
+                results.append([float(log_probs.sum(dtype=np.float64)) for log_probs, _ in units])
             if progress is not None:
                 progress(len(batch))
         return results
 
     # -- continuation log-likelihood (lm-evaluation-harness ``loglikelihood``) ----------
-    @torch.no_grad()
-    def _target_log_probs_and_greedy(self, samples: Sequence[PackedSequence]) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-        """Like ``_target_log_probs``, plus whether each target id is the argmax of its row."""
-        tokens, positions, mask, _ = collate(samples, self.ids.pad)
-        hidden, _ = self.model(tokens.to(self.device), positions.to(self.device), mask.to(self.device))
-        batch_index, row_index, target_index, spans = [], [], [], []
-        for i, s in enumerate(samples):
-            unit_spans = []
-            for rows, targets in zip(s.target_rows, s.target_ids):
-                start = len(row_index)
-                batch_index.extend([i] * len(rows))
-                row_index.extend(rows.tolist())
-                target_index.extend(targets.tolist())
-                unit_spans.append((start, len(row_index)))
-            spans.append(unit_spans)
-        selected = hidden[torch.tensor(batch_index, device=self.device), torch.tensor(row_index, device=self.device)]
-        log_probs = torch.log_softmax(self.model.logits(selected), dim=-1)
-        target = torch.tensor(target_index, device=self.device)
-        picked = log_probs.gather(1, target.unsqueeze(1)).squeeze(1).cpu().numpy()
-        greedy = (log_probs.argmax(dim=-1) == target).cpu().numpy()
-        return [[(picked[a:b], greedy[a:b]) for a, b in unit_spans] for unit_spans in spans]
-
     def continuation_scores(
         self,
         requests: Sequence[tuple[Sequence[int], Sequence[int]]],
@@ -194,7 +175,7 @@ class GLMScorer:
                 if len(target) == 0:
                     raise ValueError("continuation_scores needs a non-empty target")
             samples = [self.pack_choices(context, [target], options) for context, target in batch]
-            for units in self._target_log_probs_and_greedy(samples):
+            for units in self._target_log_probs(samples):
                 log_probs, greedy = units[0]
                 results.append((float(log_probs.sum(dtype=np.float64)), bool(greedy.all())))
             if progress is not None:
@@ -218,7 +199,8 @@ class GLMScorer:
         results = []
         for batch in chunks(windows, batch_size):
             for units in self._target_log_probs(batch):
-                results.append((-float(units[0].sum(dtype=np.float64)), int(units[0].size)))
+                log_probs, _ = units[0]
+                results.append((-float(log_probs.sum(dtype=np.float64)), int(log_probs.size)))
             if progress is not None:
                 progress(len(batch))
         return results
