@@ -95,11 +95,20 @@ class HFTokenizer(GLMTokenizerBase):
         return self.hf.decode([int(i) for i in ids], skip_special_tokens=True)
 
     def encode_continuations(self, context: str, continuations: Sequence[str]) -> tuple[list[int], list[list[int]]]:
-        """lm-eval's rule for every choice: trailing context whitespace moves onto the choice,
-        then context + choice is encoded as one text and split after the context's ids."""
+        """lm-eval's rules for every choice. Between a context and a choice that touch (no
+        whitespace at the end of one or the start of the other) goes lm-eval's default
+        target delimiter, one space: our data writes choices as GLM's blank sees them
+        (``"make more calls"``), a causal model continues the context with
+        ``" make more calls"``, and lm-eval scores exactly that. A choice written with its
+        space (MMLU's ``" A"``) is kept; after a context ending in whitespace no space is
+        added (lm-eval would score a double space there). Then trailing context whitespace
+        moves onto the choice, and context + choice is encoded as one text and split after
+        the context's ids."""
         from .tasks import encode_context_and_target
 
         stripped = context.rstrip()
         context_ids: list[int] = self.tokenize(stripped) if stripped else []
-        choice_ids = [encode_context_and_target(self.tokenize, context, c)[1] if c else [] for c in continuations]
+        touching = bool(context) and not context[-1].isspace()
+        delimited = [" " + c if touching and c and not c[0].isspace() else c for c in continuations]
+        choice_ids = [encode_context_and_target(self.tokenize, context, c)[1] if c else [] for c in delimited]
         return context_ids, choice_ids

@@ -222,6 +222,12 @@ def test_multiple_choice_uses_the_joint_encoding_rule(hf_model) -> None:
     assert context == tok.tokenize("Question: 2 + 3?\nAnswer:")
     for choice, ids in zip(["5", "five"], choices):
         assert context + ids == tok.tokenize("Question: 2 + 3?\nAnswer: " + choice)
+    # A choice that touches the context gets lm-eval's target delimiter (one space); one
+    # written with its own space is kept as it is.
+    context, choices = tok.encode_continuations("Question: 2 + 3?\nAnswer:", ["5", " five"])
+    assert context == tok.tokenize("Question: 2 + 3?\nAnswer:")
+    for choice, ids in zip([" 5", " five"], choices):
+        assert context + ids == tok.tokenize("Question: 2 + 3?\nAnswer:" + choice)
 
 
 def test_results_record_backend_and_bos(tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

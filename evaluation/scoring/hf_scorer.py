@@ -45,7 +45,7 @@ from ..tokenization_hf import HFTokenizer
 from .decoding import DecodingSettings, beam_search, greedy_decode
 from .glm_scorer import EncodingOptions, Progress
 
-DEFAULT_MAX_BATCH_TOKENS = 4096
+DEFAULT_MAX_BATCH_TOKENS = 1024
 PROBE_TOLERANCE = 1e-4
 
 
