@@ -268,10 +268,18 @@ def model_spec(*flags: str) -> ModelSpec:
     return ModelSpec.from_namespace(parser.parse_args(["--device", "cpu", *flags]))
 
 
+def fake_checkpoint_layout(folder: Path) -> Path:
+    """A folder that passes the loader's layout check ('latest' + one shard file); these
+    tests exercise tokenizer selection only, so the shard is never read."""
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    (folder / "latest").write_text("1\n")
+    (folder / "1" / "mp_rank_00_model_states.pt").touch()
+    return folder
+
+
 def test_loader_builds_the_named_tokenizer(tmp_path: Path) -> None:
     need(COG_MODEL, GPT2_VOCAB, GPT2_MERGES)
-    checkpoint = tmp_path / "ckpt"
-    checkpoint.mkdir()
+    checkpoint = fake_checkpoint_layout(tmp_path / "ckpt")
     for f in (COG_MODEL, GPT2_VOCAB, GPT2_MERGES):
         (checkpoint / f.name).symlink_to(f)
 
@@ -298,6 +306,7 @@ def test_loader_builds_the_named_tokenizer(tmp_path: Path) -> None:
 
 
 def test_loader_tokenizer_errors(tmp_path: Path, tiny_glm_dir: Path) -> None:
+    fake_checkpoint_layout(tmp_path)
     default = model_spec("--load", str(tiny_glm_dir), "--vocab-size", "20544")
     assert default.tokenizer_type == "icetk-glm-130b" and default.tokenizer_model == tiny_glm_dir / "ice_text.model"
     assert isinstance(load_tokenizer(default), GLM130BTokenizer)
