@@ -354,7 +354,6 @@ def worker_ours(spec: dict[str, Any]) -> None:
     set_threads(spec["threads"])
     sys.path.insert(0, str(ROOT))
     import contextlib
-    import io
 
     import torch
     import transformers

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 
 from ..tokenization_hf import HFTokenizer
-from .loader import DTYPES
+from .loader import DTYPES, resolve_device_and_dtype
 
 BOS_CHOICES = ("auto", "yes", "no")
 
@@ -74,12 +73,7 @@ class HFModelSpec:
                 raise ValueError(f"--hf-gguf-file {ns.hf_gguf_file}: not found in {path}")
         elif not (path / "config.json").is_file():
             raise ValueError(f"--hf-model {path}: no config.json (not a Hugging Face model folder; for a GGUF file pass --hf-gguf-file)")
-        device = ns.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = "fp16" if ns.fp16 else "bf16" if ns.bf16 else "fp32"
-        if dtype == "fp16" and not device.startswith("cuda"):
-            raise ValueError("--fp16 needs a GPU: half-precision matmuls on CPU are unusably slow; use fp32 on CPU")
+        device, dtype = resolve_device_and_dtype(ns)
         if ns.max_batch_tokens < 1:
             raise ValueError(f"--max-batch-tokens must be >= 1, got {ns.max_batch_tokens}")
         require_transformers(ns.hf_gguf_file)

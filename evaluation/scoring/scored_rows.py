@@ -1,0 +1,43 @@
+"""Log-probabilities at the scored rows only: the step both backends share.
+
+A packed sample names, per scored unit (a choice, a continuation, an LM window), the rows
+whose next-token distribution is read and the target ids there. Gathering those rows
+before the output projection means logits and log-softmax are computed for [rows, vocab],
+never for [batch, length, vocab] -- the largest single saving over a naive scorer.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+
+class ScoredSample(Protocol):
+    target_rows: Sequence[np.ndarray]
+    target_ids: Sequence[np.ndarray]
+
+
+def score_target_rows(states: torch.Tensor, samples: Sequence[ScoredSample], project: Callable[[torch.Tensor], torch.Tensor]
+                      ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """``states`` [batch, length, d] (hidden states, or logits with an identity ``project``).
+    Returns per sample and unit: log p(target id) at each target row (float32 array) and
+    whether that id is the row's argmax (the greedy check of continuations)."""
+    batch_index, row_index, target_index, spans = [], [], [], []
+    for i, sample in enumerate(samples):
+        unit_spans = []
+        for rows, targets in zip(sample.target_rows, sample.target_ids):
+            start = len(row_index)
+            batch_index.extend([i] * len(rows))
+            row_index.extend(rows.tolist())
+            target_index.extend(targets.tolist())
+            unit_spans.append((start, len(row_index)))
+        spans.append(unit_spans)
+    device = states.device
+    selected = states[torch.tensor(batch_index, device=device), torch.tensor(row_index, device=device)]
+    log_probs = torch.log_softmax(project(selected).float(), dim=-1)
+    target = torch.tensor(target_index, device=device)
+    picked = log_probs.gather(1, target.unsqueeze(1)).squeeze(1).cpu().numpy()
+    greedy = (log_probs.argmax(dim=-1) == target).cpu().numpy()
+    return [[(picked[a:b], greedy[a:b]) for a, b in unit_spans] for unit_spans in spans]
