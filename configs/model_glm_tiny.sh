@@ -18,7 +18,7 @@ MODEL_ARGS="--model-parallel-size ${MP_SIZE} \
             --load ${CHECKPOINT_PATH}"
 
 prepare_model() {
-    if [ ! -f "$CHECKPOINT_PATH/latest" ]; then
-        "$PYTHON" -m evaluation.tools.make_tiny_glm "$CHECKPOINT_PATH"
-    fi
+    # Builds the model when absent, and rebuilds it when the code that makes it has changed
+    # (recipe.sha256), so an old cached tiny model is never silently used.
+    "$PYTHON" -m evaluation.tools.make_tiny_glm "$CHECKPOINT_PATH" --if-stale
 }

@@ -87,3 +87,17 @@ def test_tokenizer_needs_no_torchvision() -> None:
     code = "import sys, evaluation.tokenization, evaluation.cli; print('torchvision' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
     assert out.stdout.strip() == "False"
+
+
+def test_tiny_model_is_rebuilt_only_when_its_recipe_changed(tmp_path) -> None:
+    from evaluation.tools.make_tiny_glm import RECIPE_FILE, main as make_main
+
+    folder = tmp_path / "tiny"
+    assert make_main([str(folder), "--if-stale"]) == 0
+    shard = folder / "1" / "mp_rank_00_model_states.pt"
+    first = shard.stat().st_mtime_ns
+    assert make_main([str(folder), "--if-stale"]) == 0
+    assert shard.stat().st_mtime_ns == first  # up to date: untouched
+    (folder / RECIPE_FILE).write_text("built by older code\n")
+    assert make_main([str(folder), "--if-stale"]) == 0
+    assert shard.stat().st_mtime_ns != first  # stale: rebuilt

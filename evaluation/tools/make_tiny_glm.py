@@ -12,6 +12,7 @@ vary by several nats between tokens, so tests of masks and positions can fail.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import sys
 from pathlib import Path
@@ -80,6 +81,19 @@ def init_weights(model: GLMModel, seed: int) -> None:
             param.copy_(std * torch.randn(param.shape, generator=generator))
 
 
+RECIPE_FILE = "recipe.sha256"
+
+
+def recipe_digest(seed: int, config: GLMConfig) -> str:
+    """What the folder's contents are a function of: this generator, its corpus, the seed and
+    the config. Stored next to the checkpoint so a cached tiny model built by older code is
+    recognised as stale (``--if-stale``) instead of silently used."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(CORPUS.read_bytes())
+    digest.update(f"{seed}:{sorted(config.to_dict().items())}".encode())
+    return digest.hexdigest()
+
+
 def make_tiny_glm(out_dir: Path, seed: int = 1234, config: GLMConfig = TINY_CONFIG) -> Path:
     """Create the checkpoint folder; returns it."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +105,7 @@ def make_tiny_glm(out_dir: Path, seed: int = 1234, config: GLMConfig = TINY_CONF
     init_weights(model, seed)
     save_checkpoint(model, out_dir, iteration="1")
     config.save(out_dir / "model_config.json")
+    (out_dir / RECIPE_FILE).write_text(recipe_digest(seed, config) + "\n")
     return out_dir
 
 
@@ -99,10 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path, help="folder to write the checkpoint into")
     parser.add_argument("--seed", type=int, default=1234, help="weight seed (default 1234)")
     parser.add_argument("--position-encoding-2d", action="store_true", help="build a 2D-rotary variant")
+    parser.add_argument("--if-stale", action="store_true",
+                        help="do nothing if OUT_DIR already holds the model this code would build (its recipe.sha256 matches)")
     args = parser.parse_args(argv)
     config = TINY_CONFIG
     if args.position_encoding_2d:
         config = GLMConfig(**{**TINY_CONFIG.to_dict(), "position_encoding_2d": True})
+    stamp = args.out_dir / RECIPE_FILE
+    if args.if_stale and stamp.is_file() and stamp.read_text().strip() == recipe_digest(args.seed, config):
+        return 0
     make_tiny_glm(args.out_dir, args.seed, config)
     print(f"tiny GLM written to {args.out_dir}", file=sys.stderr)
     return 0
