@@ -24,7 +24,7 @@ from .scoring.decoding import DecodingSettings
 from .scoring.glm_scorer import EncodingOptions, GLMScorer
 from .task_config import (BaseTaskConfig, ContinuationTaskConfig, GenerationTaskConfig, LanguageModelTaskConfig,
                           MultiChoiceTaskConfig)
-from .tokenization import GLM130BTokenizer
+from .tokenization import GLM130BTokenizer, encode_context_and_target
 
 
 @dataclass
@@ -247,21 +247,6 @@ class ContinuationItem:
     raw: dict[str, Any]
     context: list[int]
     target: list[int]
-
-
-def encode_context_and_target(tokenize: Any, context: str, target: str) -> tuple[list[int], list[int]]:
-    """Token ids of a context and of its continuation, by lm-evaluation-harness's rule:
-    trailing whitespace of the context moves onto the target, then context + target is
-    encoded as one text and split after the context's own ids. If that split does not
-    fall on a token boundary (a token spans both), each part is encoded on its own."""
-    stripped = context.rstrip()
-    if len(stripped) < len(context):
-        context, target = stripped, context[len(stripped):] + target
-    context_ids = tokenize(context) if context else []
-    whole = tokenize(context + target)
-    if len(whole) > len(context_ids) and whole[: len(context_ids)] == context_ids:
-        return context_ids, whole[len(context_ids):]
-    return context_ids, tokenize(target)
 
 
 class ContinuationTask(BaseTask):

@@ -28,7 +28,7 @@ scorer needs: ``mask_id gmask_id smask_id sop_id eop_id eos_id pad_id``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import sentencepiece as spm
 
@@ -198,3 +198,22 @@ def build_tokenizer(tokenizer_type: str, model_path: str | Path, *, num_image_to
 def _check_type(tokenizer_type: str) -> None:
     if tokenizer_type not in TOKENIZER_TYPES:
         raise ValueError(f"unknown tokenizer type {tokenizer_type!r}; known: {', '.join(TOKENIZER_TYPES)}")
+
+
+def encode_context_and_target(tokenize: Callable[[str], list[int]], context: str, target: str,
+                              context_ids: Optional[list[int]] = None) -> tuple[list[int], list[int]]:
+    """Token ids of a context and of its continuation, by lm-evaluation-harness's rule:
+    trailing whitespace of the context moves onto the target, then context + target is
+    encoded as one text and split after the context's own ids. If that split does not
+    fall on a token boundary (a token spans both), each part is encoded on its own.
+    ``context_ids`` (the ids of the whitespace-stripped context), when the caller already
+    has them, save encoding the context again for every choice of an item."""
+    stripped = context.rstrip()
+    if len(stripped) < len(context):
+        context, target = stripped, context[len(stripped):] + target
+    if context_ids is None:
+        context_ids = tokenize(context) if context else []
+    whole = tokenize(context + target)
+    if len(whole) > len(context_ids) and whole[: len(context_ids)] == context_ids:
+        return context_ids, whole[len(context_ids):]
+    return context_ids, tokenize(target)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .tokenization import GLMTokenizerBase
+from .tokenization import GLMTokenizerBase, encode_context_and_target
 
 
 class HFTokenizer(GLMTokenizerBase):
@@ -104,11 +104,9 @@ class HFTokenizer(GLMTokenizerBase):
         added (lm-eval would score a double space there). Then trailing context whitespace
         moves onto the choice, and context + choice is encoded as one text and split after
         the context's ids."""
-        from .tasks import encode_context_and_target
-
         stripped = context.rstrip()
         context_ids: list[int] = self.tokenize(stripped) if stripped else []
         touching = bool(context) and not context[-1].isspace()
         delimited = [" " + c if touching and c and not c[0].isspace() else c for c in continuations]
-        choice_ids = [encode_context_and_target(self.tokenize, context, c)[1] if c else [] for c in delimited]
+        choice_ids = [encode_context_and_target(self.tokenize, context, c, context_ids)[1] if c else [] for c in delimited]
         return context_ids, choice_ids
