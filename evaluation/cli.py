@@ -16,6 +16,7 @@ from typing import Any, Optional
 from .aggregation import format_all_done
 from .discovery import discover_task_files
 from .errors import InputError, Problem
+from .model.cpu_linear import add_cpu_linear_argument
 from .model.hf_loader import HFModelSpec, add_hf_arguments
 from .model.loader import ModelSpec, add_model_arguments
 from .results import RunRecorder, Tee, default_run_name
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--backend", choices=["glm", "hf"], default="glm",
                        help="glm: a GLM checkpoint (--load and the GLM flags); hf: a Hugging Face causal LM "
                             "(--hf-model, optionally --hf-gguf-file; the GLM flags are then unused)")
+    add_cpu_linear_argument(group)
     add_model_arguments(parser)
     add_hf_arguments(parser)
     return parser

@@ -16,6 +16,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from evaluation.cli import main as evaluate_main  # noqa: E402
+from evaluation.model.cpu_linear import onednn_available, pack_linear_layers  # noqa: E402
 from evaluation.scoring.decoding import DecodingSettings  # noqa: E402
 from evaluation.scoring.glm_scorer import EncodingOptions  # noqa: E402
 from evaluation.scoring.hf_scorer import HFScorer, plan_batches  # noqa: E402
@@ -216,6 +217,33 @@ def test_language_model_windows_cover_each_token_once(hf_model) -> None:
     assert loss == pytest.approx(-expected, rel=1e-5)
 
 
+@pytest.mark.skipif(not onednn_available(), reason="this torch build has no working oneDNN linear")
+def test_onednn_packed_layers_change_no_score(tiny_llama_dir: Path, hf_model) -> None:
+    """The loader's default on CPU (``--cpu-linear auto``) packs every linear layer for
+    oneDNN; every request type must score as on the unchanged model."""
+    from transformers import AutoModelForCausalLM
+
+    plain_model, tok = hf_model
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), local_files_only=True, dtype=torch.float32).eval()
+    assert pack_linear_layers(model) == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer + the LM head
+    plain = HFScorer(plain_model, tok, max_batch_tokens=256, log=lambda *_: None)
+    packed = HFScorer(model, tok, max_batch_tokens=256, log=lambda *_: None)
+    assert packed.packing and packed.head_only_at_rows  # the probes still pass
+    requests = sample_requests(tok)
+    for e, g in zip(plain.cond_log_prob(requests, OPTIONS), packed.cond_log_prob(requests, OPTIONS)):
+        np.testing.assert_allclose(g, e, atol=1e-4)
+    continuations = [(c, choices[1]) for c, choices in requests]
+    for (e, eg), (g, gg) in zip(plain.continuation_scores(continuations, OPTIONS), packed.continuation_scores(continuations, OPTIONS)):
+        assert g == pytest.approx(e, abs=1e-4) and gg == eg
+    windows = plain.lm_windows(tok.tokenize(CORPUS.read_text(encoding="utf-8")[:400]), EncodingOptions(max_seq_length=32), 20)
+    for (e, n), (g, m) in zip(plain.calculate_loss(windows), packed.calculate_loss(windows)):
+        assert n == m and g == pytest.approx(e, abs=1e-4)
+    contexts = [c for c, _ in requests]
+    for settings in (DecodingSettings(max_gen_length=6, end_ids=(tok.eos_id,)),
+                     DecodingSettings(max_gen_length=5, end_ids=(tok.eos_id,), num_beams=4, no_repeat_ngram_size=3)):
+        assert packed.generate_text(contexts, OPTIONS, settings) == plain.generate_text(contexts, OPTIONS, settings)
+
+
 def test_multiple_choice_uses_the_joint_encoding_rule(hf_model) -> None:
     _, tok = hf_model
     context, choices = tok.encode_continuations("Question: 2 + 3?\nAnswer: ", ["5", "five"])
@@ -244,6 +272,7 @@ def test_results_record_backend_and_bos(tiny_llama_dir: Path, tmp_path: Path, ca
     assert model["backend"] == "hf" and model["args"]["model_path"] == str(tiny_llama_dir)
     assert model["args"]["dtype"] == "fp32" and model["args"]["bos"]["add_bos_resolved"] is False
     assert model["scorer"]["packed_multiple_choice"] is True
+    assert model["args"]["cpu_linear"] == "onednn"  # the default on CPU in fp32 (see test_cpu_linear.py)
     records = [json.loads(line) for line in (tmp_path / "r" / "predictions" / "mc" / "test.jsonl").read_text().splitlines()]
     assert len(records) == 3 and len(records[0]["scores"]) == 2
 

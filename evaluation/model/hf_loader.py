@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 
 from ..tokenization_hf import HFTokenizer
+from .cpu_linear import pack_linear_layers, resolve_cpu_linear
 from .loader import DTYPES, resolve_device_and_dtype
 
 BOS_CHOICES = ("auto", "yes", "no")
@@ -55,6 +56,7 @@ class HFModelSpec:
     max_sequence_length: int
     max_batch_tokens: int
     packing: bool = True
+    cpu_linear: str = "torch"  # 'onednn' or 'torch', resolved from --cpu-linear (see cpu_linear.py)
 
     @property
     def source(self) -> str:
@@ -78,7 +80,8 @@ class HFModelSpec:
             raise ValueError(f"--max-batch-tokens must be >= 1, got {ns.max_batch_tokens}")
         require_transformers(ns.hf_gguf_file)
         max_length = ns.hf_max_length or read_max_length(path, ns.hf_gguf_file)
-        return cls(path, ns.hf_gguf_file, dtype, device, ns.hf_add_bos, max_length, ns.max_batch_tokens, not ns.hf_no_packing)
+        cpu_linear = resolve_cpu_linear(getattr(ns, "cpu_linear", "auto"), device, dtype)
+        return cls(path, ns.hf_gguf_file, dtype, device, ns.hf_add_bos, max_length, ns.max_batch_tokens, not ns.hf_no_packing, cpu_linear)
 
     def load_tokenizer(self) -> HFTokenizer:
         offline()
@@ -97,7 +100,10 @@ class HFModelSpec:
         if self.gguf_file:
             kwargs["gguf_file"] = self.gguf_file
         model = AutoModelForCausalLM.from_pretrained(str(self.model_path), **kwargs)
-        return model.to(self.device).eval()
+        model = model.to(self.device).eval()
+        if self.cpu_linear == "onednn":
+            pack_linear_layers(model)
+        return model
 
     def make_scorer(self, model: Any, tokenizer: HFTokenizer) -> Any:
         from ..scoring.hf_scorer import HFScorer
@@ -116,6 +122,7 @@ class HFModelSpec:
             "max_sequence_length": self.max_sequence_length,
             "max_batch_tokens": self.max_batch_tokens,
             "add_bos": self.add_bos,
+            "cpu_linear": self.cpu_linear,
         }
         if tokenizer is not None:
             record["bos"] = {

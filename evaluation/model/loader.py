@@ -16,6 +16,7 @@ import torch
 from ..tokenization import NUM_IMAGE_TOKENS, TOKENIZER_TYPES, GLMTokenizerBase, build_tokenizer, default_tokenizer_model
 from .checkpoint import CheckpointError, checkpoint_shards, load_checkpoint
 from .config import GLMConfig
+from .cpu_linear import pack_linear_layers, resolve_cpu_linear
 from .glm import GLMModel
 from .quantization import BIT_WIDTHS, load_quantized_model
 
@@ -80,6 +81,7 @@ class ModelSpec:
     model_parallel_size: int
     tokenizer_type: str = "icetk-glm-130b"
     quantization_bit_width: Optional[int] = None
+    cpu_linear: str = "torch"  # 'onednn' or 'torch', resolved from --cpu-linear (see cpu_linear.py)
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> "ModelSpec":
@@ -109,7 +111,7 @@ class ModelSpec:
         tokenizer_type = ns.tokenizer_type
         tokenizer_model = Path(ns.tokenizer_model) if ns.tokenizer_model else default_tokenizer_model(tokenizer_type, checkpoint)
         return cls(config, checkpoint, tokenizer_model, ns.num_image_tokens, dtype, device, ns.model_parallel_size, tokenizer_type,
-                   getattr(ns, "quantization_bit_width", None))
+                   getattr(ns, "quantization_bit_width", None), resolve_cpu_linear(getattr(ns, "cpu_linear", "auto"), device, dtype))
 
     @property
     def max_sequence_length(self) -> int:
@@ -143,6 +145,7 @@ class ModelSpec:
             "device": self.device,
             "model_parallel_size": self.model_parallel_size,
             "quantization_bit_width": self.quantization_bit_width,
+            "cpu_linear": self.cpu_linear,
         }
 
 
@@ -161,7 +164,8 @@ def load_model(spec: ModelSpec) -> GLMModel:
 
     With --quantization-bit-width, or when the checkpoint is pre-quantized, the block
     linear layers are INT8/INT4 (see ``quantization.py``); quantizing happens on CPU,
-    tensor by tensor, before the model moves to its device."""
+    tensor by tensor, before the model moves to its device. With ``cpu_linear == 'onednn'``
+    the float linear layers get oneDNN-packed weights (``cpu_linear.py``)."""
     quantized = load_quantized_model(spec.config, spec.checkpoint, spec.quantization_bit_width)
     if quantized is not None:
         return quantized.to(device=spec.device, dtype=DTYPES[spec.dtype]).eval()
@@ -169,4 +173,7 @@ def load_model(spec: ModelSpec) -> GLMModel:
         model = GLMModel(spec.config)
     model = model.to_empty(device="cpu")
     load_checkpoint(model, spec.checkpoint)
-    return model.to(device=spec.device, dtype=DTYPES[spec.dtype]).eval()
+    model = model.to(device=spec.device, dtype=DTYPES[spec.dtype]).eval()
+    if spec.cpu_linear == "onednn":
+        pack_linear_layers(model)
+    return model
