@@ -47,8 +47,11 @@ What it does
 5. ``--profile``: a second table from timers that are on in both workers during the timed pass
    (cheap: a few per forward): time in the transformer body (LlamaModel.forward), in the LM
    head, in tokenizer calls, and the rest (batching, masks, log-softmax, metrics, Python); the
-   tokens pushed through the body; its achieved GFLOP/s against torch's fp32 matmul rate
-   measured in the same process at the same thread count. ``--cprofile`` adds an untimed pass of
+   tokens pushed through the body; its achieved GFLOP/s against the fp32 matmul rates measured
+   in the same process at the same thread count: torch.mm (MKL sgemm, what lm-eval's stock HF
+   model runs) and oneDNN's packed linear (what glm-eval runs under its default
+   ``--cpu-linear auto``; ``--our-model-flags "... --cpu-linear torch"`` compares like with
+   like, see ``benchmarks/cpu_linear.py`` for the two rates alone). ``--cprofile`` adds an untimed pass of
    glm-eval under cProfile and prints its top functions.
 
 Exit status: 0 when parity holds, 1 otherwise.
@@ -178,22 +181,34 @@ class Instrument:
 
 
 def matmul_rate(threads: int, rows: int = 2048) -> dict[str, float]:
-    """fp32 GFLOP/s of torch.mm at the current thread count: a square 1024^3 product and the
-    shapes of this model's MLP / attention projections / LM head for `rows` tokens."""
+    """fp32 GFLOP/s at the current thread count of torch.mm (MKL sgemm, what stock HF models
+    run) and, keys prefixed ``onednn_``, of oneDNN's packed linear (what ``--cpu-linear auto``
+    runs): a square 1024^3 product and this model's MLP / attention projections / LM head
+    for `rows` tokens. Called in glm-eval's worker, which has the project importable."""
     import torch
+
+    from evaluation.model.cpu_linear import OneDNNLinear, onednn_available
 
     shapes = {"square_1024": (1024, 1024, 1024), "mlp_576x1536": (rows, 576, 1536),
               "mlp_1536x576": (rows, 1536, 576), "qkvo_576x576": (rows, 576, 576), "head_576x49152": (256, 576, 49152)}
-    out = {}
-    for name, (m, k, n) in shapes.items():
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        torch.mm(a, b)
+
+    def median_seconds(call: Any) -> float:
+        call()
         times = []
         for _ in range(5):
             start = time.perf_counter()
-            torch.mm(a, b)
+            call()
             times.append(time.perf_counter() - start)
-        out[name] = 2.0 * m * k * n / sorted(times)[len(times) // 2] / 1e9
+        return sorted(times)[len(times) // 2]
+
+    out = {}
+    with torch.no_grad():
+        for name, (m, k, n) in shapes.items():
+            a, b = torch.randn(m, k), torch.randn(k, n)
+            out[name] = 2.0 * m * k * n / median_seconds(lambda: torch.mm(a, b)) / 1e9
+            if onednn_available():
+                layer = OneDNNLinear(b.t().contiguous(), None)
+                out["onednn_" + name] = 2.0 * m * k * n / median_seconds(lambda: layer(a)) / 1e9
     return out
 
 
@@ -735,12 +750,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         model_dir.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", "convert", str(model_dir)], env=env, check=True)
     data = Path(args.data)
-    needed = [data / "lambada/lambada_openai/last_word/continuation/test.jsonl", data / "bloom" / MC_SETS[args.mc][0],
-              data / "mmlu/0shot/LM_eval/mul"]
-    if not all(p.exists() for p in needed):
-        print(f"> Preparing data into {data}")
-        subprocess.run([sys.executable, "-m", "evaluation.prepare", "--raw", args.raw, "--out", str(data), "lambada", "mmlu", "bloom"],
-                       cwd=str(ROOT), check=True, stdout=subprocess.DEVNULL)
+    print(f"> Preparing data into {data} (suites written by other converter code are rebuilt)")
+    subprocess.run([sys.executable, "-m", "evaluation.prepare", "--if-stale", "--raw", args.raw, "--out", str(data), "lambada", "mmlu", "bloom"],
+                   cwd=str(ROOT), check=True, stdout=subprocess.DEVNULL)
     plan = build_workdir(args, work)
     for part in ("lm_eval_tasks", "our_yamls", "files"):
         plan[part] = {k: v for k, v in plan[part].items() if k in args.tasks}
@@ -823,10 +835,12 @@ def report(args: argparse.Namespace, plan: dict[str, Any], keys: list[str], time
         check_our_results(key, ours_results["tasks"][task_names[key]], c, notes)
         if c["disagree"]:
             notes.append(f"{key}: {c['disagree']} item(s) judged differently (correct / greedy)")
-        if not ll_ok:
+        if c["worst"] is not None:
             f, doc, j, x, y = c["worst"]
-            notes.append(f"{key}: largest per-item gap at {f} item {doc} choice {j}: glm-eval {x:.6f} vs lm-eval {y:.6f}; "
-                         f"{c['over']} of {c['units']} scored continuations differ by more than {THRESHOLDS['loglik']}")
+            notes.append(f"{key}: largest per-item gap at {f} item {doc} choice {j}: glm-eval {x:.6f} vs lm-eval {y:.6f} "
+                         f"({abs(x - y) / max(abs(y), 1e-12):.1e} relative)"
+                         + ("" if ll_ok else f"; {c['over']} of {c['units']} scored continuations differ by more than {THRESHOLDS['loglik']}"))
+        if not ll_ok:
             notes += diagnose(key, plan, run_dir, lm_dir, lm_report, c)
     lm_setup = sum(sum(t["setups"]) / len(t["setups"]) for t in lm_report["tasks"].values())
     print()
@@ -907,8 +921,9 @@ def print_profile(ours: dict[str, Any], lm: dict[str, Any], times: dict[str, dic
     body_params = nparams - vocab * hidden  # the embedding lookup is not a matmul; the (tied) head is timed apart
     rates = ours["matmul_gflops"]
     mix = (3 * rates["mlp_576x1536"] + 2 * rates["qkvo_576x576"]) / 5
+    onednn_mix = (3 * rates["onednn_mlp_576x1536"] + 2 * rates["onednn_qkvo_576x576"]) / 5 if "onednn_mlp_576x1536" in rates else None
     rows = [["task", "harness", "total s", "tokenize s", "body fwd s", "LM head s", "other s", "fwd calls", "body tokens",
-             "head rows", "body GFLOP/s", "% of mm rate"]]
+             "head rows", "body GFLOP/s", "% of mm rate", "% of oneDNN rate"]]
     for key in keys:
         for side, report in (("glm-eval", ours), ("lm-eval", lm)):
             t = report["tasks"][key]
@@ -918,17 +933,23 @@ def print_profile(ours: dict[str, Any], lm: dict[str, Any], times: dict[str, dic
             gflops = flops / t["body_s"] / 1e9 if t["body_s"] else 0.0
             rows.append([key if side == "glm-eval" else "", side, f"{total:.1f}", f"{t['tokenize_s']:.2f}", f"{t['body_s']:.1f}",
                          f"{t['head_s']:.2f}", f"{other:.1f}", str(int(t["body_calls"])), str(int(t["body_tokens"])),
-                         str(int(t["head_rows"])), f"{gflops:.0f}", f"{100 * gflops / mix:.0f}%"])
+                         str(int(t["head_rows"])), f"{gflops:.0f}", f"{100 * gflops / mix:.0f}%",
+                         f"{100 * gflops / onednn_mix:.0f}%" if onednn_mix else "-"])
     print("Profile (first timed pass of each task):")
     print_table(rows)
-    print("torch.mm fp32 GFLOP/s, same process and threads, best of before/after the tasks: "
-          + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+    print("fp32 GFLOP/s, same process and threads, best of before/after the tasks: torch.mm (MKL) "
+          + ", ".join(f"{k} {v:.0f}" for k, v in rates.items() if not k.startswith("onednn_")))
+    if onednn_mix:
+        print("  oneDNN packed linear (--cpu-linear auto) "
+              + ", ".join(f"{k[len('onednn_'):]} {v:.0f}" for k, v in rates.items() if k.startswith("onednn_")))
     if "matmul_gflops_before_after" in ours:
         before, after = ours["matmul_gflops_before_after"]
         print(f"  (576x1536 projection: {before['mlp_576x1536']:.0f} before the tasks, {after['mlp_576x1536']:.0f} after)")
     print(f"body FLOPs = 2 x {body_params / 1e6:.1f}M non-embedding parameters x body tokens (padding included) + attention "
-          f"4 x layers x hidden x length^2 per row; '% of mm rate' = body GFLOP/s / {mix:.0f} (the model's projection shapes, "
-          "2048 rows). 'other' = total - tokenize - body - head: batching, masks, log-softmax, metrics, files, Python.")
+          f"4 x layers x hidden x length^2 per row; '% of mm rate' = body GFLOP/s / {mix:.0f} (torch.mm at the model's projection shapes, "
+          f"2048 rows), '% of oneDNN rate' = body GFLOP/s / {onednn_mix or 0:.0f} (the same shapes, packed). glm-eval's linears run "
+          f"on oneDNN when its model flags leave --cpu-linear at auto (here: {ours.get('describe', {}).get('args', {}).get('cpu_linear', '?')}); "
+          "lm-eval's stock HF model runs torch.mm. 'other' = total - tokenize - body - head: batching, masks, log-softmax, metrics, files, Python.")
     if (ours_dir / "ours.cprofile").exists():
         import pstats
 

@@ -12,22 +12,21 @@ case "${QUICKSTART_MODEL:-smollm2}" in
     tiny)
         bash "$ROOT/scripts/setup_venv.sh"
         export DATA_PATH="${DATA_PATH:-$ROOT/.cache/demo-data}"
-        if [ ! -d "$DATA_PATH/demo" ]; then
-            PYTHONPATH="$ROOT" "$ROOT/.venv/bin/python" -m evaluation.tools.make_demo_data "$DATA_PATH"
-        fi
+        # Written on every run (milliseconds, same bytes each time), so it always matches tasks/demo.
+        PYTHONPATH="$ROOT" "$ROOT/.venv/bin/python" -m evaluation.tools.make_demo_data "$DATA_PATH"
         exec bash "$ROOT/scripts/evaluate.sh" "$ROOT/tasks/demo" "$@"
         ;;
     smollm2)
         bash "$ROOT/scripts/setup_venv.sh" hf
         RAW_DATA="${RAW_DATA:-$ROOT/../shared/data}"
         export DATA_PATH="${DATA_PATH:-$ROOT/.cache/quickstart-data}"
-        if [ ! -f "$DATA_PATH/quickstart/MANIFEST.json" ]; then
-            if [ ! -d "$RAW_DATA" ]; then
-                echo "error: raw datasets not found at $RAW_DATA (set RAW_DATA, or QUICKSTART_MODEL=tiny for the demo)" >&2
-                exit 2
-            fi
-            PYTHONPATH="$ROOT" "$ROOT/.venv/bin/python" -m evaluation.prepare --raw "$RAW_DATA" --out "$DATA_PATH" quickstart
+        if [ ! -d "$RAW_DATA" ] && [ ! -f "$DATA_PATH/quickstart/MANIFEST.json" ]; then
+            echo "error: raw datasets not found at $RAW_DATA (set RAW_DATA, or QUICKSTART_MODEL=tiny for the demo)" >&2
+            exit 2
         fi
+        # Rebuilt only when missing or written by other converter code (MANIFEST.json's recipe),
+        # so a pull that changes the task set never evaluates YAMLs against stale files.
+        PYTHONPATH="$ROOT" "$ROOT/.venv/bin/python" -m evaluation.prepare --if-stale --raw "$RAW_DATA" --out "$DATA_PATH" quickstart
         export MODEL_CONFIG="${MODEL_CONFIG:-$ROOT/configs/model_smollm2_135m.sh}"
         exec bash "$ROOT/scripts/evaluate.sh" "$ROOT/tasks/quickstart" "$@"
         ;;

@@ -3,7 +3,9 @@
 Converts the raw public datasets into the harness layout
 ``DATA_PATH/<suite>/<task>/<PromptName>/<type>/<split>.jsonl``, checks every item count
 against its published figure, and writes ``DATA_PATH/<suite>/MANIFEST.json`` (files,
-counts, sha256). The same input always gives the same bytes.
+counts, sha256, and a fingerprint of the converter code). The same input always gives the
+same bytes. With ``--if-stale`` a suite whose manifest matches the current converter code
+and whose files are intact is left as it is (what the quick start uses on every run).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .common import PrepareError, check_counts, check_raw_files, write_suite
+from .common import PrepareError, check_counts, check_raw_files, suite_is_current, write_suite
 from .suites import SUITE_MODULES, suite_module
 
 EXIT_INPUT_ERROR = 2
@@ -24,10 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m evaluation.prepare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"suites to build (default: all): {', '.join(SUITE_MODULES)}")
-    parser.add_argument("--raw", type=Path, required=True, help="folder of raw datasets, laid out as ../shared/data")
+    parser.add_argument("--raw", type=Path, default=None,
+                        help="folder of raw datasets, laid out as ../shared/data (needed by every suite but demo)")
     parser.add_argument("--out", type=Path, required=True, help="DATA_PATH to write the suites into")
     parser.add_argument("--sample", type=int, default=None, metavar="N",
                         help="after checking the full counts, write only the first N items of every file (smoke tests)")
+    parser.add_argument("--if-stale", action="store_true",
+                        help="skip suites already written by this converter code (same --sample, files intact)")
     return parser
 
 
@@ -40,11 +45,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.sample is not None and args.sample < 1:
         parser.error(f"--sample must be >= 1, got {args.sample}")
     suites = args.suites or list(SUITE_MODULES)
-    if not args.raw.is_dir():
-        print(f"error: --raw {args.raw} is not a folder", file=sys.stderr)
-        return EXIT_INPUT_ERROR
+    if args.if_stale:
+        current = [name for name in suites if suite_is_current(args.out, name, args.sample)]
+        for name in current:
+            print(f"{name}: up to date in {args.out / name} (same converter code), not rebuilt")
+        suites = [name for name in suites if name not in current]
+        if not suites:
+            return 0
 
     modules = {name: suite_module(name) for name in suites}
+    if any(module.RAW_FILES for module in modules.values()):
+        if args.raw is None:
+            parser.error(f"--raw is required for suite(s) {[n for n, m in modules.items() if m.RAW_FILES]}")
+        if not args.raw.is_dir():
+            print(f"error: --raw {args.raw} is not a folder", file=sys.stderr)
+            return EXIT_INPUT_ERROR
     missing = [p for name, module in modules.items() for p in check_raw_files(args.raw, name, module.RAW_FILES)]
     if missing:
         print(f"error: {len(missing)} raw file(s) missing; nothing was written:", file=sys.stderr)

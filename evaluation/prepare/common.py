@@ -20,6 +20,8 @@ import yaml
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 MANIFEST = "MANIFEST.json"
+RECIPE_ROOTS = (Path(__file__).parent, Path(__file__).parent.parent / "tools" / "make_demo_data.py",
+                Path(__file__).parent.parent / "tools" / "tiny_corpus.txt")
 
 FileContent = Union[list[dict[str, Any]], str]
 
@@ -134,6 +136,42 @@ def check_counts(suite: str, tasks: list[TaskData]) -> list[str]:
     return problems
 
 
+def recipe_fingerprint() -> str:
+    """sha256 over the converter code and prompt templates that decide a suite's bytes.
+
+    Stored in every ``MANIFEST.json`` so that a prepared folder built by older converter
+    code (another MMLU subject list, a changed prompt) is recognised as stale and rebuilt,
+    rather than evaluated against task YAMLs that expect the new files. It covers the
+    whole ``evaluation/prepare`` package (coarse on purpose: a rebuild takes seconds, a
+    silently stale data set costs a wrong or failed evaluation).
+    """
+    digest = hashlib.sha256()
+    for root in RECIPE_ROOTS:
+        paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for path in paths:
+            if path.suffix in {".py", ".yaml", ".txt"} and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(root.parent).as_posix().encode("utf-8") + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def suite_is_current(out_dir: Path, suite: str, sample: Optional[int] = None) -> bool:
+    """True when ``out_dir/<suite>`` was written by this converter code with the same ``sample``
+    and every file listed in its manifest is still there with its recorded sha256."""
+    manifest_path = out_dir / suite / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if manifest.get("recipe") != recipe_fingerprint() or manifest.get("sample") != sample:
+        return False
+    for entry in manifest.get("files", []):
+        path = out_dir / suite / entry["file"]
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+            return False
+    return True
+
+
 def write_suite(out_dir: Path, suite: str, tasks: list[TaskData], sample: Optional[int] = None) -> dict[str, Any]:
     """Write a suite to ``out_dir/<suite>`` (replacing an earlier build) and return its manifest.
 
@@ -163,7 +201,7 @@ def write_suite(out_dir: Path, suite: str, tasks: list[TaskData], sample: Option
             path.write_bytes(data)
             entries.append({"file": f"{task.task}/{relative}", "items": count,
                             "sha256": hashlib.sha256(data).hexdigest()})
-    manifest = {"suite": suite, "sample": sample, "files": entries,
+    manifest = {"suite": suite, "sample": sample, "recipe": recipe_fingerprint(), "files": entries,
                 "sources": {t.task: t.source for t in sorted(tasks, key=lambda t: t.task) if t.source}}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     if target.exists():
