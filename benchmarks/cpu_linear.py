@@ -114,6 +114,9 @@ def glm_model() -> tuple[torch.nn.Module, Callable[[torch.nn.Module, torch.Tenso
 
 def smollm2_model(folder: Path) -> tuple[torch.nn.Module, Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]]:
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep the printed tables clean
 
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
 
