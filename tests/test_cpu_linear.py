@@ -98,6 +98,19 @@ def test_flag_resolution() -> None:
         resolve_cpu_linear("fast", "cpu", "fp32")
 
 
+def test_auto_falls_back_visibly_when_the_ops_are_missing(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """A torch without the private ops (or with ones that disagree) must not fail or slow down silently."""
+    from evaluation.model import cpu_linear
+
+    monkeypatch.setattr(cpu_linear, "onednn_available", lambda: False)
+    assert cpu_linear.resolve_cpu_linear("auto", "cpu", "fp32") == "torch"
+    assert "using F.linear" in capsys.readouterr().err
+    assert cpu_linear.resolve_cpu_linear("auto", "cpu", "bf16") == "torch"
+    assert capsys.readouterr().err == "", "no notice where oneDNN would not apply anyway"
+    with pytest.raises(ValueError, match="no working oneDNN linear"):
+        cpu_linear.resolve_cpu_linear("onednn", "cpu", "fp32")
+
+
 def spec_for(folder: Path, *flags: str) -> ModelSpec:
     parser = argparse.ArgumentParser()
     add_model_arguments(parser)

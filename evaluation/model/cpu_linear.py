@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 from typing import Callable, Optional
 
 import torch
@@ -87,7 +88,13 @@ def resolve_cpu_linear(choice: str, device: str, dtype: str) -> str:
             raise ValueError("--cpu-linear onednn: this torch build has no working oneDNN linear "
                              "(torch.ops.mkldnn._linear_pointwise); use --cpu-linear torch")
         return "onednn"
-    return "onednn" if usable and onednn_available() else "torch"
+    if usable and not onednn_available():
+        # Visible, because the run will be about half as fast as the README's figures.
+        print("> Note: --cpu-linear auto: this torch build has no working oneDNN linear "
+              "(torch.ops.mkldnn._linear_pointwise missing or disagreeing with F.linear); "
+              "using F.linear, which is slower on CPU", file=sys.stderr)
+        return "torch"
+    return "onednn" if usable else "torch"
 
 
 class OneDNNLinear(nn.Module):
