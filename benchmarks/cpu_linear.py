@@ -1,6 +1,6 @@
 """fp32 linear layers on CPU: torch's F.linear (MKL sgemm) against oneDNN with the weight packed once.
 
-    python benchmarks/cpu_linear.py                  # 2 threads, ~1 min
+    python benchmarks/cpu_linear.py                  # 2 threads, ~2 min
     python benchmarks/cpu_linear.py --threads 4 --rows 1 64 2048
 
 Why: ``--cpu-linear auto`` (the default of both backends) replaces every fp32 ``nn.Linear``
@@ -13,9 +13,11 @@ on the machine it runs on, and that it changes no number:
    GFLOP/s of each path, their ratio, and the largest relative difference of the outputs.
    The two paths are timed alternately, call by call, so a busy machine slows both alike.
 2. Whole models: a forward pass over ``--batch`` x ``--length`` tokens of a GLM-architecture
-   model (random weights, hidden 1024, 8 layers) and, when its folder exists (made by
-   ``benchmarks/vs_lm_eval.py`` or ``scripts/quickstart.sh``), of SmolLM2-135M: seconds per
-   forward with each path, the ratio, and the largest difference of the log-probabilities.
+   model (random weights, hidden 1024, 8 layers) and, when its HF folder exists (made from
+   the GGUF by ``benchmarks/vs_lm_eval.py``), of SmolLM2-135M: seconds per forward with each
+   path, the ratio, and the largest difference of the log-probabilities.
+3. Generation (SmolLM2-135M only): greedy decoding of 32 tokens at batch 1 and 8, where most
+   layer calls see one row per sequence; seconds with each path and whether the tokens agree.
 
 The machine here is noisy: read the ratios, which are measured side by side, not the
 absolute rates.
@@ -184,7 +186,7 @@ def main() -> int:
     if (folder / "config.json").exists():
         models["SmolLM2-135M"] = smollm2_model(folder)
     else:
-        print(f"\n(SmolLM2-135M skipped: no {folder}; run benchmarks/vs_lm_eval.py or scripts/quickstart.sh once)")
+        print(f"\n(SmolLM2-135M skipped: no {folder}; run benchmarks/vs_lm_eval.py once to make it)")
     print(f"\nWhole models, forward + log-softmax at the last 8 positions ({max(3, args.repeats // 3)} calls each, median):")
     print_table(model_table(models, args.batch, args.length, max(3, args.repeats // 3)))
     if "SmolLM2-135M" in models:

@@ -32,7 +32,7 @@ def test_current_suite_is_not_rebuilt(tmp_path: Path, capsys: pytest.CaptureFixt
     assert marker.exists(), "a current suite must be left as it is"
 
 
-@pytest.mark.parametrize("damage", ["recipe", "sample", "edited file", "missing file"])
+@pytest.mark.parametrize("damage", ["recipe", "sample", "edited file", "missing file", "malformed manifest"])
 def test_stale_suite_is_rebuilt(tmp_path: Path, damage: str) -> None:
     assert prepare_main(["--out", str(tmp_path), "demo"]) == 0
     data = manifest(tmp_path)
@@ -42,6 +42,9 @@ def test_stale_suite_is_rebuilt(tmp_path: Path, damage: str) -> None:
         (tmp_path / "demo" / common.MANIFEST).write_text(json.dumps(data), encoding="utf-8")
     elif damage == "sample":
         data["sample"] = 3
+        (tmp_path / "demo" / common.MANIFEST).write_text(json.dumps(data), encoding="utf-8")
+    elif damage == "malformed manifest":  # e.g. hand-edited: an entry without its sha256
+        del data["files"][0]["sha256"]
         (tmp_path / "demo" / common.MANIFEST).write_text(json.dumps(data), encoding="utf-8")
     elif damage == "edited file":
         first.write_text(first.read_text(encoding="utf-8") + "\n", encoding="utf-8")

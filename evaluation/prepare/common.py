@@ -163,9 +163,14 @@ def suite_is_current(out_dir: Path, suite: str, sample: Optional[int] = None) ->
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    if manifest.get("recipe") != recipe_fingerprint() or manifest.get("sample") != sample:
+    if not isinstance(manifest, dict) or manifest.get("recipe") != recipe_fingerprint() or manifest.get("sample") != sample:
         return False
-    for entry in manifest.get("files", []):
+    entries = manifest.get("files")
+    if not isinstance(entries, list) or not entries:
+        return False  # a hand-edited or truncated manifest: rebuild rather than trust it
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or "sha256" not in entry:
+            return False
         path = out_dir / suite / entry["file"]
         if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
             return False
