@@ -1,10 +1,18 @@
 # Tiny GLM-130B-architecture model (2 layers, hidden 64, 4 heads, icetk-style tokenizer
 # of 500 text pieces) made by the project itself: the default model of the quick start
 # and of the tests. prepare_model builds it on first use, deterministically, in seconds.
+# TINY_GLM_TP=N saves it as N shards (as an N-way run would); MP_SIZE (default 1, tensor
+# parallel processes) may differ: the shards are re-split on load. Any of 1, 2 and 4
+# divides its 4 heads, GeGLU width 128 and vocabulary 20544.
 GLM_EVAL_ROOT="${GLM_EVAL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 MODEL_TYPE="glm-tiny"
-CHECKPOINT_PATH="${TINY_GLM_PATH:-$GLM_EVAL_ROOT/.cache/glm-tiny}"
-MP_SIZE=1
+TINY_GLM_TP="${TINY_GLM_TP:-1}"
+if [ "$TINY_GLM_TP" = 1 ]; then
+    CHECKPOINT_PATH="${TINY_GLM_PATH:-$GLM_EVAL_ROOT/.cache/glm-tiny}"
+else
+    CHECKPOINT_PATH="${TINY_GLM_PATH:-$GLM_EVAL_ROOT/.cache/glm-tiny-tp$TINY_GLM_TP}"
+fi
+MP_SIZE="${MP_SIZE:-1}"
 MODEL_ARGS="--model-parallel-size ${MP_SIZE} \
             --num-layers 2 \
             --hidden-size 64 \
@@ -20,5 +28,5 @@ MODEL_ARGS="--model-parallel-size ${MP_SIZE} \
 prepare_model() {
     # Builds the model when absent, and rebuilds it when the code that makes it has changed
     # (recipe.sha256), so an old cached tiny model is never silently used.
-    "$PYTHON" -m evaluation.tools.make_tiny_glm "$CHECKPOINT_PATH" --if-stale
+    "$PYTHON" -m evaluation.tools.make_tiny_glm "$CHECKPOINT_PATH" --if-stale --tensor-parallel "$TINY_GLM_TP"
 }

@@ -4,7 +4,7 @@
 #   MODEL_CONFIG=configs/model_hf_local.sh bash scripts/evaluate.sh tasks/lambada
 # Needs the HF extra: bash scripts/setup_venv.sh hf
 MODEL_TYPE="hf-local"
-MP_SIZE=1
+MP_SIZE="${MP_SIZE:-1}"  # >1: transformers' own tensor parallelism (tp_plan), for models that have a plan
 MODEL_ARGS="--backend hf --hf-model ${HF_MODEL_PATH:-/path/to/hf-model} --hf-add-bos ${HF_ADD_BOS:-auto}${HF_GGUF_FILE:+ --hf-gguf-file ${HF_GGUF_FILE}}"
 
 prepare_model() {

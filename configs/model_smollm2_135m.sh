@@ -5,7 +5,7 @@
 # Install: bash scripts/setup_venv.sh hf
 MODEL_TYPE="smollm2-135m"
 SMOLLM2_GGUF_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
-MP_SIZE=1
+MP_SIZE="${MP_SIZE:-1}"  # >1: transformers' own tensor parallelism (tp_plan), for models that have a plan
 # --hf-model (the package folder) is appended by prepare_model, which finds it at run time.
 MODEL_ARGS="--backend hf \
             --hf-gguf-file ${SMOLLM2_GGUF_FILE} \

@@ -1,21 +1,31 @@
 """Command line: validate everything, then load the model, then evaluate and save.
 
 Order matters: task YAMLs, data files and model arguments are all checked before the
-(possibly 260 GB) model is loaded, and every problem found is reported at once.
+(possibly 260 GB) model is loaded, and every problem found is reported at once. In a
+multi-process run every rank checks its own inputs first, then the ranks meet once
+(``distributed/session.py``): rank 0 reports the problems of all, or the ways in which
+ranks were started differently, and only then does any rank load its part of the model.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+from . import __version__
 from .aggregation import format_all_done
 from .discovery import discover_task_files
+from .distributed.data_parallel import DataParallelScorer
+from .distributed.environment import ProcessLayout, layout_from_environment
+from .distributed.groups import join
+from .distributed.session import Session, begin
 from .errors import InputError, Problem
+from .memory import peak_memory, status_kb, weight_bytes
 from .model.cpu_linear import add_cpu_linear_argument
 from .model.hf_loader import HFModelSpec, add_hf_arguments
 from .model.loader import ModelSpec, add_model_arguments
@@ -41,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evaluate.py",
         description="Zero-shot evaluation of GLM-family models on YAML-defined tasks. "
-        "Normally run through scripts/evaluate.sh, which adds the model flags from MODEL_CONFIG.",
+        "Normally run through scripts/evaluate.sh, which adds the model flags from MODEL_CONFIG and starts "
+        "MP_SIZE x DP_SIZE processes (MP_SIZE: tensor-parallel processes per model replica; DP_SIZE: replicas) "
+        "with torchrun when that is more than one, or through scripts/evaluate_multiple_node.sh (the DeepSpeed "
+        "launcher and a hostfile) on several nodes. Under any launcher the rank comes from RANK/WORLD_SIZE/LOCAL_RANK "
+        "(or Slurm's SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID).",
     )
     parser.add_argument("tasks", nargs="*", help="task YAML files and/or directories (every *.yaml/*.yml beneath, recursively)")
     parser.add_argument("--task", nargs="+", default=[], metavar="YAML_OR_DIR", help="same as the positional arguments (GLM-130B spelling)")
@@ -58,16 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="glm: a GLM checkpoint (--load and the GLM flags); hf: a Hugging Face causal LM "
                             "(--hf-model, optionally --hf-gguf-file; the GLM flags are then unused)")
     add_cpu_linear_argument(group)
+    dist_group = parser.add_argument_group("many processes (set by scripts/evaluate.sh and scripts/evaluate_multiple_node.sh)")
+    dist_group.add_argument("--dist-timeout", type=float, default=1800.0, metavar="SECONDS",
+                            help="how long a rank may wait for the others at the rendezvous and at each gather, and how "
+                                 "long (at most 60 s) a rank may go without a heartbeat before the run is stopped as failed "
+                                 "(default 1800, DeepSpeed's own default)")
+    dist_group.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # DeepSpeed's launcher
     add_model_arguments(parser)
     add_hf_arguments(parser)
     return parser
 
 
-def build_spec(args: argparse.Namespace) -> ModelSpec | HFModelSpec:
-    """The model spec of the chosen backend (flags checked, no weights read)."""
-    if args.backend == "hf":
-        return HFModelSpec.from_namespace(args)
-    return ModelSpec.from_namespace(args)
+def build_spec(args: argparse.Namespace, layout: Optional[ProcessLayout] = None) -> ModelSpec | HFModelSpec:
+    """The model spec of the chosen backend (flags checked, no weights read). Each rank of
+    a multi-process CUDA run takes the GPU of its local rank."""
+    spec = HFModelSpec.from_namespace(args) if args.backend == "hf" else ModelSpec.from_namespace(args)
+    if layout is not None and layout.distributed and spec.device == "cuda":
+        spec = dataclasses.replace(spec, device=f"cuda:{layout.local_rank}")
+    return spec
 
 
 def report(problems: list[Problem]) -> int:
@@ -77,9 +99,10 @@ def report(problems: list[Problem]) -> int:
     return EXIT_INPUT_ERROR
 
 
-def load_model(spec: ModelSpec | HFModelSpec) -> Any:
-    """Load the weights (the only slow step; everything is validated before it)."""
-    return spec.load_model()
+def load_model(spec: ModelSpec | HFModelSpec, context: Any = None) -> Any:
+    """Load the weights (the only slow step; everything is validated before it): this
+    rank's tensor-parallel shard when the context says so."""
+    return spec.load_model(context)
 
 
 def prepare_tasks(args: argparse.Namespace, spec: ModelSpec | HFModelSpec) -> tuple[list[PreparedTask], list[Problem]]:
@@ -112,58 +135,151 @@ def prepare_tasks(args: argparse.Namespace, spec: ModelSpec | HFModelSpec) -> tu
     return prepared, problems
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    start = time.time()
-    print("> Loading task configs")
-    try:
-        spec = build_spec(args)
-    except ValueError as exc:
-        return report([Problem("<model arguments>", str(exc))])
-    prepared, problems = prepare_tasks(args, spec)
-    if problems:
-        return report(problems)
-    for item in prepared:
-        print(f"    Task {item.loaded.config.name} loaded from config {item.loaded.yaml_path}")
-    print(f"> Successfully load {len(prepared)} task{'s' if len(prepared) != 1 else ''}")
-    if args.validate_only:
-        print("> Validation only: every task config and data file is valid")
-        return 0
-
+def choose_run_dir(args: argparse.Namespace) -> tuple[Path, list[Problem]]:
+    """The run folder (rank 0 decides; other ranks write nothing)."""
     run_dir = Path(args.output_dir) / (args.run_name or default_run_name())
     if args.run_name is None:
         base, suffix = run_dir, 2
         while run_dir.exists():  # two runs started in the same second
             run_dir, suffix = base.with_name(f"{base.name}-{suffix}"), suffix + 1
     if (run_dir / "results.json").exists():
-        return report([Problem(run_dir, "already holds results.json; choose another --run-name or --output-dir")])
-    recorder = RunRecorder(
-        run_dir,
-        model={"config": args.model_config, "backend": args.backend, "args": spec.describe(prepared[0].task.tokenizer)},
-        run={"argv": sys.argv[1:] if argv is None else list(argv), "data_path": str(Path(args.data_path).resolve()), "limit": args.limit},
-    )
-    tee = Tee(sys.stdout, run_dir / "console.log")
-    sys.stdout = tee
+        return run_dir, [Problem(run_dir, "already holds results.json; choose another --run-name or --output-dir")]
+    return run_dir, []
+
+
+def fingerprint_of(args: argparse.Namespace, spec: ModelSpec | HFModelSpec, prepared: list[PreparedTask]) -> dict[str, str]:
+    """What every rank must agree on (see distributed/agreement.py)."""
+    from .distributed.agreement import input_fingerprint
+    from .results import git_commit
+
+    flags = {"backend": args.backend, "limit": args.limit, "micro_batch_size": args.micro_batch_size,
+             "model_parallel_size": args.model_parallel_size}
+    return input_fingerprint({"version": __version__, "git_commit": git_commit()}, flags,
+                             spec.describe(prepared[0].task.tokenizer), prepared, Path(args.data_path))
+
+
+def silence_other_ranks(layout: ProcessLayout) -> None:
+    """Only rank 0 prints the console lines; the others keep stderr for their errors."""
+    if not layout.is_main:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    start = time.time()
+    try:
+        layout = layout_from_environment()
+    except ValueError as exc:
+        return report([Problem("<launcher environment>", str(exc))])
+    silence_other_ranks(layout)
+    print("> Loading task configs")
+    try:
+        spec = build_spec(args, layout)
+    except ValueError as exc:
+        spec, prepared, problems = None, [], [Problem("<model arguments>", str(exc))]
+    else:
+        prepared, problems = prepare_tasks(args, spec)
+    if layout.distributed and layout.world_size % args.model_parallel_size:
+        problems.append(Problem("<launcher environment>", f"{layout.world_size} processes cannot form model-parallel groups "
+                                                          f"of --model-parallel-size {args.model_parallel_size}"))
+    run_dir, run_dir_problems = choose_run_dir(args) if layout.is_main and not args.validate_only else (None, [])
+    problems += run_dir_problems
+
+    if layout.distributed:
+        device_type = "cuda" if spec is not None and spec.device.startswith("cuda") else "cpu"
+        session, reported, mismatches = begin(layout, args.dist_timeout, device_type, args.model_parallel_size,
+                                              [str(p) for p in problems], lambda: fingerprint_of(args, spec, prepared))
+        if reported or mismatches:
+            if session.context.is_main:
+                report_disagreement(session.context.world_size, reported, mismatches)
+            session.end()
+            return EXIT_INPUT_ERROR
+    elif problems:
+        return report(problems)
+    else:
+        session = Session(join(layout, args.dist_timeout, "cpu"))
+        try:
+            if not args.validate_only:  # a launcher script validates in one process before starting MP_SIZE of them
+                session.context.form_groups(args.model_parallel_size)
+        except ValueError as exc:
+            return report([Problem("<model arguments>", str(exc))])
+
+    for item in prepared:
+        print(f"    Task {item.loaded.config.name} loaded from config {item.loaded.yaml_path}")
+    print(f"> Successfully load {len(prepared)} task{'s' if len(prepared) != 1 else ''}")
+    if args.validate_only:
+        print("> Validation only: every task config and data file is valid")
+        session.end()
+        return 0
+    try:
+        run(args, argv, session, spec, prepared, run_dir, start)
+    except BaseException as exc:  # noqa: BLE001 - every failure of a rank must end all ranks, naming it
+        if not session.context.distributed:
+            raise
+        session.fail(exc)
+    session.end()
+    return 0
+
+
+def report_disagreement(world_size: int, reported: list[str], mismatches: list[str]) -> None:
+    """Rank 0's one report of why a multi-process run stopped before loading the model."""
+    if reported:
+        print(f"error: {len(reported)} problem(s) found; nothing was evaluated:", file=sys.stderr)
+    else:
+        print(f"error: the {world_size} ranks were not started with the same inputs; nothing was evaluated:", file=sys.stderr)
+    for line in reported or mismatches:
+        print(f"  {line}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace, argv: Optional[list[str]], session: Session, spec: ModelSpec | HFModelSpec,
+        prepared: list[PreparedTask], run_dir: Optional[Path], start: float) -> None:
+    """Load the model, evaluate every task, save (rank 0 records; the others only score)."""
+    context = session.context
+    recorder, tee = None, None
+    if context.is_main:
+        recorder = RunRecorder(
+            run_dir,
+            model={"config": args.model_config, "backend": args.backend, "args": spec.describe(prepared[0].task.tokenizer)},
+            run={"argv": sys.argv[1:] if argv is None else list(argv), "data_path": str(Path(args.data_path).resolve()),
+                 "limit": args.limit, **context.describe()},
+        )
+        tee = Tee(sys.stdout, run_dir / "console.log")
+        sys.stdout = tee
     try:
         print(f"> Run folder: {run_dir}")
-        print(f"> Loading model from {spec.source} ({spec.dtype} on {spec.device})")
+        layout = f"; {context.world_size} processes: tensor parallel {context.model_parallel_size} x data parallel " \
+                 f"{context.data_parallel_size} on {len(context.nodes)} node(s)" if context.distributed else ""
+        print(f"> Loading model from {spec.source} ({spec.dtype} on {spec.device}{layout})")
         model_start = time.time()
-        model = load_model(spec)
+        rss_before_model = (status_kb("VmRSS") or 0) / 1024
+        model = load_model(spec, context)
+        peak_after_load = (status_kb("VmHWM") or 0) / 1024
         scorer = spec.make_scorer(model, prepared[0].task.tokenizer)
+        if context.distributed:
+            scorer = DataParallelScorer(scorer, context, session.watchdog)
         print(f"> Model loaded in {time.time() - model_start:.1f}s")
-        if hasattr(scorer, "describe"):
+        if recorder is not None and hasattr(scorer, "describe"):
             recorder.results["model"]["scorer"] = scorer.describe()
             recorder.write()
-        progress = not args.no_progress and sys.stderr.isatty()
+        progress = not args.no_progress and sys.stderr.isatty() and context.is_main
         for item in prepared:
             print()
             evaluate_task(item, scorer, recorder, progress=progress)
         print(format_all_done(len(prepared), time.time() - start))
-        print(f"> Results saved to {recorder.results_path}")
+        memory = context.gather_world({"rank": context.rank, "weights_mb": round(weight_bytes(model) / 2**20, 1),
+                                       "rss_before_model_mb": round(rss_before_model, 1),
+                                       "peak_rss_after_load_mb": round(peak_after_load, 1), **peak_memory(spec.device)})
+        if recorder is not None:
+            recorder.results["run"]["memory"] = memory
+            recorder.write()
+            if context.distributed:
+                print("> Memory per rank (weights / peak resident): " + ", ".join(
+                    f"rank {m['rank']} {m['weights_mb']:.0f} / {m['peak_rss_mb']:.0f} MB" for m in memory))
+            print(f"> Results saved to {recorder.results_path}")
     finally:
-        sys.stdout = tee.stream
-        tee.close()
-    return 0
+        if tee is not None:
+            sys.stdout = tee.stream
+            tee.close()
 
 
 if __name__ == "__main__":

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .aggregation import FileScore, format_file_line, format_group_lines, format_task_done, group_statistics
 from .results import RunRecorder
-from .scoring.glm_scorer import GLMScorer
+from .scoring.api import Scorer
 from .task_config import LoadedTask
 from .tasks import BaseTask, FileData
 
@@ -22,9 +22,19 @@ class PreparedTask:
     data: dict[str, list[FileData]]
 
 
-def evaluate_task(prepared: PreparedTask, scorer: GLMScorer, recorder: RunRecorder, print_fn: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
-    """Run one task, print its lines and add its entry to results.json."""
+def evaluate_task(prepared: PreparedTask, scorer: Scorer, recorder: Optional[RunRecorder],
+                  print_fn: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+    """Run one task, print its lines and add its entry to results.json.
+
+    Without a recorder (every rank but 0 of a multi-process run) the task is only scored:
+    the scorer's collectives need every rank, while metrics are computed, printed and saved
+    once, by rank 0, from the gathered results."""
     loaded, task = prepared.loaded, prepared.task
+    if recorder is None:
+        for files in prepared.data.values():
+            for data in files:
+                task.predict(scorer, data, progress=False)
+        return {}
     config = loaded.config
     start = time.time()
     print_fn(f"Evaluating task {config.name}:")

@@ -21,7 +21,7 @@ from .data import ItemError, check_ids, list_of_texts_or_ids, parse_items, requi
 from .errors import InputError, Problem
 from .metrics import METRICS, exact_match_score
 from .scoring.decoding import DecodingSettings
-from .scoring.glm_scorer import EncodingOptions, GLMScorer
+from .scoring.api import EncodingOptions, Scorer
 from .task_config import (BaseTaskConfig, ContinuationTaskConfig, GenerationTaskConfig, LanguageModelTaskConfig,
                           MultiChoiceTaskConfig)
 from .tokenization import GLM130BTokenizer, encode_context_and_target
@@ -65,7 +65,7 @@ class BaseTask:
     def load_item(self, raw: dict[str, Any]) -> Any:
         raise NotImplementedError
 
-    def predict(self, scorer: GLMScorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
+    def predict(self, scorer: Scorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def compute_metrics(self, records: Sequence[dict[str, Any]], data: FileData) -> dict[str, float]:
@@ -128,7 +128,7 @@ class MultiChoiceTask(BaseTask):
             raise ItemError(f"{label} is outside the {len(choice_ids)} choices (0..{len(choice_ids) - 1})", "label")
         return MultiChoiceItem(raw, context, choice_ids, label)
 
-    def predict(self, scorer: GLMScorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
+    def predict(self, scorer: Scorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
         records = []
         with self._progress_bar(len(data), data.path.name, progress) as bar:
             scores = scorer.cond_log_prob([(i.context, i.choices) for i in data.items], self.options,
@@ -180,7 +180,7 @@ class GenerationTask(BaseTask):
         correct = any(exact_match_score(text, t) for t in item.targets)
         return {"item": item.raw, "generated_ids": generated, "prediction": text, "targets": item.targets, "correct": correct}
 
-    def predict(self, scorer: GLMScorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
+    def predict(self, scorer: Scorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
         settings = self.decoding_settings()
         with self._progress_bar(len(data), data.path.name, progress) as bar:
             outputs = scorer.generate_text([i.context for i in data.items], self.options, settings,
@@ -227,7 +227,7 @@ class LanguageModelTask(BaseTask):
         }
         return data
 
-    def predict(self, scorer: GLMScorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
+    def predict(self, scorer: Scorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
         windows = [(doc_index, w) for doc_index, doc in enumerate(data.items)
                    for w in scorer.lm_windows(doc.tokens, self.options, self.config.generation_length)]
         if self.limit is not None and self.limit < len(windows):
@@ -289,7 +289,7 @@ class ContinuationTask(BaseTask):
             raise ItemError(f"the target takes {len(target_ids)} tokens, too many for a sequence of {self.max_length}", key)
         return ContinuationItem(raw, context, target_ids)
 
-    def predict(self, scorer: GLMScorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
+    def predict(self, scorer: Scorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
         with self._progress_bar(len(data), data.path.name, progress) as bar:
             scores = scorer.continuation_scores([(i.context, i.target) for i in data.items], self.options,
                                                 self.config.micro_batch_size, progress=bar.update)

@@ -27,38 +27,6 @@ CORPUS = ROOT / "evaluation" / "tools" / "tiny_corpus.txt"
 OPTIONS = EncodingOptions(max_seq_length=2048)
 
 
-def build_tiny_llama(folder: Path) -> Path:
-    """A byte-level BPE tokenizer (any text, Chinese included, encodes) trained on the
-    project's tiny corpus, and a 2-layer Llama with random weights (seed 0)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train([str(CORPUS)], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    fast.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, tie_word_embeddings=False)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # larger weights than the default init, so distributions are far from uniform
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.normal_(0, 0.3)
-    model.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
 @pytest.fixture(scope="session")
 def hf_model(tiny_llama_dir: Path):
     from transformers import AutoModelForCausalLM

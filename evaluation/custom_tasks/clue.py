@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from evaluation.data import ItemError, require
-from evaluation.scoring.glm_scorer import GLMScorer
+from evaluation.scoring.api import Scorer
 from evaluation.scoring.packing import truncate_left
 from evaluation.tasks import FileData, MultiChoiceItem, MultiChoiceTask
 
@@ -77,7 +77,7 @@ class ChunkedMultiChoiceTask(MultiChoiceTask):
         context = truncate_left(item.context, self.max_length - largest - 2)
         return [(context, [item.choices[i] for i in chunk]) for chunk in chunks], chunks
 
-    def predict(self, scorer: GLMScorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
+    def predict(self, scorer: Scorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
         records = []
         requests, layout = [], []
         for item in data.items:

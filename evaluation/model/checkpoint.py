@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .glm import GLMModel
-from .sharding import copy_shard_into, split_state
+from .sharding import resplit_part, split_state
 
 SHARD_PATTERN = re.compile(r"^mp_rank_(\d{2})_model_states\.pt$")
 
@@ -57,20 +57,62 @@ def read_shard(path: Path) -> dict[str, torch.Tensor]:
     return payload["module"]
 
 
-def load_checkpoint(model: GLMModel, checkpoint_path: str | Path) -> None:
-    """Load a checkpoint of any tensor-parallel size into ``model`` in place.
+class CheckpointParts:
+    """The tensors one tensor-parallel rank needs, served key by key from the shards.
 
-    Shards are memory-mapped and copied into the parameters one at a time (merged by the
-    reference sharding rules), so beyond the model only one shard is resident."""
-    shards = checkpoint_shards(checkpoint_path)
-    full = model.state_dict()  # tensors share storage with the parameters
-    for rank, shard in enumerate(shards):
-        state = read_shard(shard)
-        try:
-            copy_shard_into(full, state, rank, len(shards), shard)
-        except ValueError as exc:
-            raise CheckpointError(str(exc)) from None
-        del state
+    ``rank`` of ``size`` is the layout of the model being filled (0 of 1: one process).
+    A checkpoint saved ``size``-way opens only shard ``rank``; any other layout opens every
+    shard (memory-mapped, so only the slices read are paged in) and re-splits by the
+    reference rules (``sharding.resplit_part``)."""
+
+    def __init__(self, checkpoint_path: str | Path, rank: int = 0, size: int = 1) -> None:
+        self.paths = checkpoint_shards(checkpoint_path)
+        self.rank, self.size = rank, size
+        self.source_size = len(self.paths)
+        if self.source_size == size:
+            self.states = [read_shard(self.paths[rank])]
+        else:
+            self.states = [read_shard(path) for path in self.paths]
+
+    @property
+    def first_path(self) -> Path:
+        return self.paths[self.rank if self.source_size == self.size else 0]
+
+    def keys(self) -> set[str]:
+        return set(self.states[0])
+
+    def part(self, key: str) -> torch.Tensor:
+        if self.source_size == self.size:
+            return self.states[0][key]
+        return resplit_part(key, [state[key] for state in self.states], self.rank, self.size)
+
+    def parts(self, key: str) -> list[torch.Tensor]:
+        """Every source shard's tensor for ``key`` (pre-quantized merging needs them all)."""
+        return [state[key] for state in self.states]
+
+
+def load_checkpoint(model: GLMModel, checkpoint_path: str | Path, rank: int = 0, size: int = 1) -> None:
+    """Fill ``model`` (full-size, or shard-sized for rank ``rank`` of ``size``) from a checkpoint
+    of any tensor-parallel size, in place.
+
+    Key by key: each parameter's part is read from the memory-mapped shard(s) and copied in,
+    so beyond the model at most one parameter's worth of temporary memory is used."""
+    parts = CheckpointParts(checkpoint_path, rank, size)
+    target = model.state_dict()  # tensors share storage with the parameters
+    missing, unexpected = sorted(set(target) - parts.keys()), sorted(parts.keys() - set(target))
+    if missing or unexpected:
+        raise CheckpointError(f"{parts.first_path}: keys do not match the model; missing {missing[:5]}, unexpected {unexpected[:5]}")
+    with torch.no_grad():
+        for key, destination in target.items():
+            try:
+                source = parts.part(key)
+            except ValueError as exc:
+                raise CheckpointError(f"{parts.first_path}: {exc}") from None
+            if source.shape != destination.shape:
+                layout = f" for tensor-parallel rank {rank} of {size}" if size > 1 else ""
+                raise CheckpointError(f"{parts.first_path}: {key} has shape {tuple(source.shape)}, expected "
+                                      f"{tuple(destination.shape)}{layout} (does the model config match the checkpoint?)")
+            destination.copy_(source)
 
 
 def save_checkpoint(model: GLMModel, checkpoint_path: str | Path, iteration: str = "1", tensor_parallel: int = 1) -> list[Path]:

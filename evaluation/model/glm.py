@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..scoring.scored_rows import full_vocab_log_probs
 from .config import GLMConfig
 
 # One (key, value) pair per layer, each [batch, heads, seq, head_dim], rotary applied.
@@ -56,6 +57,9 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.config = config
         self.layer_id = layer_id
+        # Heads held by this module: all of them, or a tensor-parallel shard's share (the
+        # projections are then shard-sized; see evaluation/distributed/tensor_parallel.py).
+        self.num_heads = config.num_attention_heads
         self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
@@ -82,7 +86,7 @@ class SelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         cfg = self.config
         b, s, _ = hidden.shape
-        mixed = self.query_key_value(hidden).view(b, s, cfg.num_attention_heads, 3 * cfg.head_dim)
+        mixed = self.query_key_value(hidden).view(b, s, self.num_heads, 3 * cfg.head_dim)
         q, k, v = (t.transpose(1, 2) for t in mixed.split(cfg.head_dim, dim=-1))  # [b, h, s, d]
         q, k = self._rotary(q, k, position_ids)
         if past is not None:
@@ -93,7 +97,7 @@ class SelfAttention(nn.Module):
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             context = self._fp32_softmax_attention(q, k, v, mask)
-        context = context.transpose(1, 2).reshape(b, s, cfg.hidden_size)
+        context = context.transpose(1, 2).reshape(b, s, self.num_heads * cfg.head_dim)
         return self.dense(context), (k, v)
 
     def _fp32_softmax_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -180,6 +184,10 @@ class GLMModel(nn.Module):
         """Tied output projection, computed in fp32 for stable log-softmax."""
         weight = self.transformer.word_embeddings.weight
         return F.linear(hidden, weight).float()
+
+    def target_log_probs(self, rows: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(target) [R] and whether target is the argmax [R] at hidden rows [R, d]."""
+        return full_vocab_log_probs(self.logits)(rows, target)
 
 
 def reorder_cache(cache: KVCache, index: torch.Tensor) -> KVCache:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 
+from ..scoring.hf_scorer import model_max_length
 from ..tokenization_hf import HFTokenizer
 from .cpu_linear import pack_linear_layers, resolve_cpu_linear
 from .loader import DTYPES, resolve_device_and_dtype
@@ -57,6 +59,7 @@ class HFModelSpec:
     max_batch_tokens: int
     packing: bool = True
     cpu_linear: str = "torch"  # 'onednn' or 'torch', resolved from --cpu-linear (see cpu_linear.py)
+    model_parallel_size: int = 1  # tensor-parallel processes per replica (transformers' own tp_plan)
 
     @property
     def source(self) -> str:
@@ -79,9 +82,19 @@ class HFModelSpec:
         if ns.max_batch_tokens < 1:
             raise ValueError(f"--max-batch-tokens must be >= 1, got {ns.max_batch_tokens}")
         require_transformers(ns.hf_gguf_file)
-        max_length = ns.hf_max_length or read_max_length(path, ns.hf_gguf_file)
-        cpu_linear = resolve_cpu_linear(getattr(ns, "cpu_linear", "auto"), device, dtype)
-        return cls(path, ns.hf_gguf_file, dtype, device, ns.hf_add_bos, max_length, ns.max_batch_tokens, not ns.hf_no_packing, cpu_linear)
+        config = read_config(path, ns.hf_gguf_file)
+        max_length = ns.hf_max_length or model_max_length(config)
+        model_parallel = getattr(ns, "model_parallel_size", 1)
+        cpu_linear_choice = getattr(ns, "cpu_linear", "auto")
+        if model_parallel > 1:
+            check_tensor_parallel_plan(config, model_parallel, path)
+            if cpu_linear_choice == "onednn":
+                raise ValueError("--cpu-linear onednn does not apply under tensor parallelism of a Hugging Face model "
+                                 "(its weights are DTensors); use --cpu-linear auto or torch")
+            cpu_linear_choice = "torch"
+        cpu_linear = resolve_cpu_linear(cpu_linear_choice, device, dtype)
+        return cls(path, ns.hf_gguf_file, dtype, device, ns.hf_add_bos, max_length, ns.max_batch_tokens, not ns.hf_no_packing,
+                   cpu_linear, model_parallel)
 
     def load_tokenizer(self) -> HFTokenizer:
         offline()
@@ -92,15 +105,37 @@ class HFModelSpec:
             return tokenizer.adds_bos_by_default
         return self.add_bos == "yes"
 
-    def load_model(self) -> Any:
+    def load_model(self, context: Any = None) -> Any:
+        """The model, on this rank's device. Under tensor parallelism (``context`` a
+        ``distributed.groups.ParallelContext`` with model_parallel_size > 1) transformers
+        shards it with the model's own ``base_model_tp_plan`` (DTensors): ``tp_size`` consecutive
+        ranks per replica, and ``dp_replicate_size`` replicas (transformers then wraps the
+        layers for FSDP2 replication; with one FSDP shard per replica no parameter is split
+        across replicas)."""
         offline()
         from transformers import AutoModelForCausalLM
 
         kwargs: dict[str, Any] = {"local_files_only": True, "dtype": DTYPES[self.dtype]}
         if self.gguf_file:
             kwargs["gguf_file"] = self.gguf_file
-        model = AutoModelForCausalLM.from_pretrained(str(self.model_path), **kwargs)
-        model = model.to(self.device).eval()
+        tensor_parallel = context is not None and context.model_parallel_size > 1
+        if context is not None and not context.is_main:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # one "Loading weights" bar per run, not per rank
+        if tensor_parallel:
+            from transformers.distributed import DistributedConfig
+
+            kwargs["distributed_config"] = DistributedConfig(tp_plan="auto", tp_size=context.model_parallel_size,
+                                                             dp_replicate_size=context.data_parallel_size)
+        with warnings.catch_warnings():
+            # FSDP2's replication wrappers warn about autograd hooks; this is inference under no_grad.
+            warnings.filterwarnings("ignore", message=".*pre-backward hook.*")
+            warnings.filterwarnings("ignore", message=".*returned a view tensor.*")
+            model = AutoModelForCausalLM.from_pretrained(str(self.model_path), **kwargs)
+        if not tensor_parallel:
+            model = model.to(self.device)
+        model = model.eval()
         if self.cpu_linear == "onednn":
             pack_linear_layers(model)
         return model
@@ -123,6 +158,7 @@ class HFModelSpec:
             "max_batch_tokens": self.max_batch_tokens,
             "add_bos": self.add_bos,
             "cpu_linear": self.cpu_linear,
+            "model_parallel_size": self.model_parallel_size,
         }
         if tokenizer is not None:
             record["bos"] = {
@@ -153,18 +189,32 @@ def offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def read_max_length(path: Path, gguf_file: Optional[str]) -> int:
-    """The model's positions from its config (or GGUF metadata), before any weight is read."""
+def read_config(path: Path, gguf_file: Optional[str]) -> Any:
+    """The model's transformers config (or GGUF metadata), before any weight is read."""
     offline()
     from transformers import AutoConfig
-
-    from ..scoring.hf_scorer import model_max_length
 
     kwargs: dict[str, Any] = {"local_files_only": True}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     try:
-        config = AutoConfig.from_pretrained(str(path), **kwargs)
+        return AutoConfig.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read the model config of {path / gguf_file if gguf_file else path}: {exc}") from None
-    return model_max_length(config)
+
+
+def read_max_length(path: Path, gguf_file: Optional[str]) -> int:
+    """The model's positions from its config (or GGUF metadata), before any weight is read."""
+    return model_max_length(read_config(path, gguf_file))
+
+
+def check_tensor_parallel_plan(config: Any, size: int, path: Path) -> None:
+    """A clear error, before anything is loaded, when transformers cannot split this model ``size`` ways."""
+    plan = getattr(config, "base_model_tp_plan", None)
+    if not plan:
+        raise ValueError(f"--model-parallel-size {size}: {path} ({type(config).__name__}) has no tensor-parallel plan in "
+                         "transformers (config.base_model_tp_plan); run it with MP_SIZE=1 (data parallel only)")
+    for name in ("num_attention_heads", "num_key_value_heads"):  # each shard needs whole (key/value) heads
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value % size:
+            raise ValueError(f"--model-parallel-size {size} does not divide {name} = {value} of {path}")

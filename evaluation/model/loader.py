@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -19,6 +19,10 @@ from .config import GLMConfig
 from .cpu_linear import pack_linear_layers, resolve_cpu_linear
 from .glm import GLMModel
 from .quantization import BIT_WIDTHS, load_quantized_model
+from .sharding import check_tensor_parallel, shard_sized_model
+
+if TYPE_CHECKING:
+    from ..distributed.tensor_parallel import TensorParallelGroup
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -36,7 +40,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layernorm-epsilon", type=float, default=defaults.layernorm_epsilon, help="LayerNorm epsilon")
     group.add_argument("--position-encoding-2d", action="store_true", help="2D rotary (position + block position), as in ChatGLM-6B")
     group.add_argument("--layernorm-order", choices=["post"], default="post", help="only GLM-130B's post-LN DeepNorm is implemented")
-    group.add_argument("--model-parallel-size", type=int, default=1, help="tensor-parallel processes (only 1 in this build; sharded checkpoints are merged on load)")
+    group.add_argument("--model-parallel-size", type=int, default=1,
+                       help="tensor-parallel processes per model replica (MP_SIZE of scripts/evaluate.sh, which starts "
+                            "MP_SIZE x DP_SIZE processes). A checkpoint saved at this size loads each mp_rank_XX directly; "
+                            "one of another size is re-split on load")
     group.add_argument("--load", type=str, default=None, help="checkpoint folder (with a 'latest' file)")
     group.add_argument("--tokenizer-type", choices=list(TOKENIZER_TYPES), default="icetk-glm-130b",
                        help="tokenizer of the model: " + "; ".join(f"{k}: {v}" for k, v in TOKENIZER_TYPES.items()))
@@ -93,11 +100,6 @@ class ModelSpec:
         except CheckpointError as exc:
             raise ValueError(f"--load {checkpoint}: {exc} (set CHECKPOINT_PATH in the model config)") from None
         device, dtype = resolve_device_and_dtype(ns)
-        if ns.model_parallel_size != 1:
-            raise ValueError(
-                f"--model-parallel-size {ns.model_parallel_size}: tensor-parallel runs are not supported yet; "
-                "use --model-parallel-size 1 (checkpoints of any tensor-parallel size are merged on load)"
-            )
         config = GLMConfig(
             num_layers=ns.num_layers,
             hidden_size=ns.hidden_size,
@@ -108,6 +110,7 @@ class ModelSpec:
             layernorm_epsilon=ns.layernorm_epsilon,
             position_encoding_2d=ns.position_encoding_2d,
         )
+        check_tensor_parallel(config, ns.model_parallel_size)
         tokenizer_type = ns.tokenizer_type
         tokenizer_model = Path(ns.tokenizer_model) if ns.tokenizer_model else default_tokenizer_model(tokenizer_type, checkpoint)
         return cls(config, checkpoint, tokenizer_model, ns.num_image_tokens, dtype, device, ns.model_parallel_size, tokenizer_type,
@@ -124,8 +127,14 @@ class ModelSpec:
     def load_tokenizer(self) -> GLMTokenizerBase:
         return load_tokenizer(self)
 
-    def load_model(self) -> GLMModel:
-        return load_model(self)
+    def load_model(self, context: Any = None) -> Any:
+        """The model; this rank's tensor-parallel shard when ``context`` (a
+        ``distributed.groups.ParallelContext``) has model_parallel_size > 1."""
+        if context is None or context.model_parallel_size == 1:
+            return load_model(self)
+        from ..distributed.tensor_parallel import TensorParallelGroup
+
+        return load_model(self, TensorParallelGroup(context.model_parallel_rank, context.model_parallel_size, context.model_group))
 
     def make_scorer(self, model: GLMModel, tokenizer: GLMTokenizerBase) -> Any:
         from ..scoring.glm_scorer import GLMScorer
@@ -138,6 +147,7 @@ class ModelSpec:
             "backend": "glm",
             **self.config.to_dict(),
             "load": str(self.checkpoint),
+            "checkpoint_shards": len(checkpoint_shards(self.checkpoint)),
             "tokenizer_type": self.tokenizer_type,
             "tokenizer_model": str(self.tokenizer_model),
             "num_image_tokens": self.num_image_tokens if self.tokenizer_type == "icetk-glm-130b" else None,
@@ -159,21 +169,29 @@ def load_tokenizer(spec: ModelSpec) -> GLMTokenizerBase:
     return tokenizer
 
 
-def load_model(spec: ModelSpec) -> GLMModel:
+def load_model(spec: ModelSpec, tensor_parallel: Optional["TensorParallelGroup"] = None) -> Any:
     """Build the network on the meta device, then load the checkpoint (no random init).
 
-    With --quantization-bit-width, or when the checkpoint is pre-quantized, the block
-    linear layers are INT8/INT4 (see ``quantization.py``); quantizing happens on CPU,
-    tensor by tensor, before the model moves to its device. With ``cpu_linear == 'onednn'``
-    the float linear layers get oneDNN-packed weights (``cpu_linear.py``)."""
-    quantized = load_quantized_model(spec.config, spec.checkpoint, spec.quantization_bit_width)
-    if quantized is not None:
-        return quantized.to(device=spec.device, dtype=DTYPES[spec.dtype]).eval()
-    with torch.device("meta"):
-        model = GLMModel(spec.config)
-    model = model.to_empty(device="cpu")
-    load_checkpoint(model, spec.checkpoint)
+    With ``tensor_parallel`` (rank r of n) the layers are shard-sized and only shard r's
+    part of each parameter is read (``checkpoint.CheckpointParts``); the collectives are
+    added last (``distributed/tensor_parallel.py``). With --quantization-bit-width, or when
+    the checkpoint is pre-quantized, the block linear layers are INT8/INT4 (see
+    ``quantization.py``); quantizing happens on CPU, tensor by tensor, before the model
+    moves to its device. With ``cpu_linear == 'onednn'`` the float linear layers get
+    oneDNN-packed weights (``cpu_linear.py``)."""
+    rank, size = (tensor_parallel.rank, tensor_parallel.size) if tensor_parallel is not None else (0, 1)
+    model = load_quantized_model(spec.config, spec.checkpoint, spec.quantization_bit_width, rank, size)
+    if model is None:
+        with torch.device("meta"):
+            model = GLMModel(spec.config)
+            shard_sized_model(model, size)
+        model = model.to_empty(device="cpu")
+        load_checkpoint(model, spec.checkpoint, rank, size)
     model = model.to(device=spec.device, dtype=DTYPES[spec.dtype]).eval()
+    if tensor_parallel is not None and size > 1:
+        from ..distributed.tensor_parallel import parallelize
+
+        model = parallelize(model, tensor_parallel)
     if spec.cpu_linear == "onednn":
         pack_linear_layers(model)
     return model

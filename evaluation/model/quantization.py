@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .sharding import merge_parts, shard_kind, shard_slice
+from .sharding import merge_parts, shard_kind, shard_sized_model
 
 BIT_WIDTHS = (4, 8)
 QUANTIZED_LAYERS = ("attention.query_key_value", "attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h")
@@ -176,32 +176,46 @@ def merge_quantized_parts(key: str, parts: list[torch.Tensor]) -> torch.Tensor:
     return merge_parts(key, parts)
 
 
-def quantized_shard(key: str, full: torch.Tensor, bits: int, rank: int, size: int) -> dict[str, torch.Tensor]:
-    """The tensors that rank ``rank`` of ``size`` stores for ``key`` in a pre-quantized
-    checkpoint: each shard's slice is quantized on its own, as the reference does."""
-    part = shard_slice(full, shard_kind(key), rank, size)
+def quantized_shard(key: str, part: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
+    """The tensors a shard of a pre-quantized checkpoint stores for ``key``, given the
+    shard's float ``part``: each shard's slice is quantized on its own, as the reference does."""
     if not (key.endswith(".weight") and key[: -len(".weight")].endswith(QUANTIZED_LAYERS)):
         return {key: part.clone()}
     q, scale = quantize_weight(part, bits)
     return {key: q, key + "_scale": scale.half()}
 
 
-def load_quantized_checkpoint(model: nn.Module, shards: list[Path], states: list[Mapping[str, torch.Tensor]], bits: int) -> None:
+def load_quantized_checkpoint(model: nn.Module, parts, bits: int) -> None:
     """Fill a model whose layers are :class:`QuantizedLinear` from float or pre-quantized shards.
 
-    Key by key: the shards' (memory-mapped) parts of one tensor are merged, quantized if
-    they are float, and copied in, so beyond the quantized model only one full-size float
-    tensor is resident at a time -- a 16-bit GLM-130B never needs 260 GB of RAM to be
-    loaded as INT4."""
+    ``parts`` (``checkpoint.CheckpointParts``) serves each key for the layout being filled
+    (one process, or tensor-parallel rank r of n). Key by key: a float part is read from the
+    memory-mapped shard(s), quantized and copied in, so beyond the quantized model only one
+    float tensor is resident at a time -- a 16-bit GLM-130B never needs 260 GB of RAM to be
+    loaded as INT4. Under tensor parallelism each rank quantizes its own shard, as the
+    reference does: row-parallel layers then get one scale per shard segment of a row, so
+    quantize-on-load values depend on the tensor-parallel size (a pre-quantized checkpoint
+    fixes them). A pre-quantized checkpoint loads as saved at its own size, or merged into
+    one process; re-splitting it to another size would need its float weights."""
     quantized = set(quantized_layer_names(model))
     expected = set(model.state_dict())
-    present = set(states[0])
+    present = parts.keys()
+    source = parts.first_path
     prequantized = any(k.endswith(SCALE_SUFFIX) for k in present)
+    if prequantized and parts.size not in (1, parts.source_size):
+        raise ValueError(f"{source}: a pre-quantized {parts.source_size}-way checkpoint loads at tensor-parallel size "
+                         f"{parts.source_size} or 1, not {parts.size} (its row-parallel scales belong to its shards); "
+                         f"use MP_SIZE={parts.source_size}, or convert the float checkpoint with "
+                         f"python -m evaluation.tools.convert_tp IN OUT --tensor-parallel {parts.size} --quantization-bit-width {bits}")
     wanted = expected if prequantized else {k for k in expected if not k.endswith(SCALE_SUFFIX)}
     missing, unexpected = sorted(wanted - present), sorted(present - wanted)
     if missing or unexpected:
-        raise ValueError(f"{shards[0]}: keys do not match the {'pre-quantized' if prequantized else 'float'} layout "
+        raise ValueError(f"{source}: keys do not match the {'pre-quantized' if prequantized else 'float'} layout "
                          f"of this model; missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    def merged(key: str) -> torch.Tensor:
+        return parts.part(key) if parts.source_size == parts.size else merge_quantized_parts(key, parts.parts(key))
+
     with torch.no_grad():
         for key, target in model.state_dict().items():
             layer_name = key.rsplit(".", 1)[0]
@@ -210,15 +224,14 @@ def load_quantized_checkpoint(model: nn.Module, shards: list[Path], states: list
             if layer_name in quantized and key.endswith(".weight"):
                 layer: QuantizedLinear = model.get_submodule(layer_name)
                 if prequantized:
-                    q = merge_quantized_parts(key, [s[key] for s in states])
-                    scale = merge_quantized_parts(key + "_scale", [s[key + "_scale"] for s in states])
+                    q, scale = merged(key), merged(key + "_scale")
                     if q.dtype != torch.int8 or q.shape != layer.weight.shape:
-                        raise ValueError(f"{shards[0]}: {key} is {q.dtype} {tuple(q.shape)}; an INT{bits} checkpoint of this "
+                        raise ValueError(f"{source}: {key} is {q.dtype} {tuple(q.shape)}; an INT{bits} checkpoint of this "
                                          f"model stores int8 {tuple(layer.weight.shape)}")
                 else:
-                    full = merge_parts(key, [s[key] for s in states])
+                    full = parts.part(key)
                     if tuple(full.shape) != (layer.out_features, layer.in_features):
-                        raise ValueError(f"{shards[0]}: {key} has shape {tuple(full.shape)}, expected "
+                        raise ValueError(f"{source}: {key} has shape {tuple(full.shape)}, expected "
                                          f"{(layer.out_features, layer.in_features)}")
                     q, scale = quantize_weight(full, bits)
                     del full
@@ -226,9 +239,9 @@ def load_quantized_checkpoint(model: nn.Module, shards: list[Path], states: list
                 layer.weight.copy_(q)
                 layer.weight_scale.copy_(scale.float())
                 continue
-            full = merge_parts(key, [s[key] for s in states])
+            full = merged(key) if prequantized else parts.part(key)
             if full.shape != target.shape:
-                raise ValueError(f"{shards[0]}: {key} has shape {tuple(full.shape)}, expected {tuple(target.shape)}")
+                raise ValueError(f"{source}: {key} has shape {tuple(full.shape)}, expected {tuple(target.shape)}")
             target.copy_(full)
 
 
@@ -237,27 +250,28 @@ def model_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
-def load_quantized_model(config, checkpoint_path: str | Path, bits: Optional[int]):
-    """Build a GLM with quantized layers and fill it from a float or pre-quantized checkpoint.
+def load_quantized_model(config, checkpoint_path: str | Path, bits: Optional[int], rank: int = 0, size: int = 1):
+    """Build a GLM (or its tensor-parallel shard ``rank`` of ``size``) with quantized layers
+    and fill it from a float or pre-quantized checkpoint.
 
     ``bits`` None means "whatever the checkpoint is": returns None for a float checkpoint
     (the caller loads it unquantized). A pre-quantized checkpoint whose width differs from
     an explicit ``bits`` is an error rather than a silent re-quantization."""
-    from .checkpoint import checkpoint_shards, read_shard  # checkpoint imports the model; keep this module light
+    from .checkpoint import CheckpointParts  # checkpoint imports the model; keep this module light
     from .glm import GLMModel
 
-    shards = checkpoint_shards(checkpoint_path)
-    states = [read_shard(p) for p in shards]  # memory-mapped
+    parts = CheckpointParts(checkpoint_path, rank, size)
     with torch.device("meta"):
         model = GLMModel(config)
-    detected = checkpoint_bit_width(states[0], model)
+        shard_sized_model(model, size)
+    detected = checkpoint_bit_width(parts.states[0], model)
     if bits is not None and detected is not None and detected != bits:
-        raise ValueError(f"{shards[0]} is pre-quantized to INT{detected}, but INT{bits} was asked for "
+        raise ValueError(f"{parts.first_path} is pre-quantized to INT{detected}, but INT{bits} was asked for "
                          f"(--quantization-bit-width {detected}, or load the float checkpoint)")
     bits = bits if bits is not None else detected
     if bits is None:
         return None
     make_quantized_structure(model, bits)
     model = model.to_empty(device="cpu")
-    load_quantized_checkpoint(model, shards, states, bits)
+    load_quantized_checkpoint(model, parts, bits)
     return model

@@ -10,13 +10,13 @@ The reference (SAT / GLM-130B ``convert_tp``) shards each parameter one of four 
 * row-parallel, split on dim 1: ``attention.dense.weight``, ``mlp.dense_4h_to_h.weight``;
 * replicated: layernorms and the biases of the two row-parallel layers.
 
-Loading stays memory-lean: shards are memory-mapped and copied one at a time into the
-full-size parameters, so only the model plus one shard is resident.
+Loading stays memory-lean: shards are memory-mapped, and each parameter's part for the
+layout being filled (one process, or one tensor-parallel rank) is cut from the overlapping
+slices only (``resplit_part``), so beyond the model one parameter's worth is resident.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal, Mapping
 
 import torch
@@ -60,24 +60,6 @@ def split_state(state: Mapping[str, torch.Tensor], size: int) -> list[dict[str, 
     return [{k: shard_slice(v, shard_kind(k), r, size).clone() for k, v in state.items()} for r in range(size)]
 
 
-def copy_shard_into(full: Mapping[str, torch.Tensor], shard: Mapping[str, torch.Tensor], rank: int, size: int, source: Path | str = "<shard>") -> None:
-    """Write one shard's tensors into their places in the full-size tensors ``full``."""
-    missing = sorted(set(full) - set(shard))
-    unexpected = sorted(set(shard) - set(full))
-    if missing or unexpected:
-        raise ValueError(f"{source}: keys do not match the model; missing {missing[:5]}, unexpected {unexpected[:5]}")
-    with torch.no_grad():
-        for key, part in shard.items():
-            kind = shard_kind(key)
-            if kind == "glu":
-                x1, x2 = full[key].chunk(2, dim=0)
-                p1, p2 = part.chunk(2, dim=0)
-                for half, piece in ((x1, p1), (x2, p2)):
-                    _copy(half.chunk(size, dim=0)[rank], piece, key, source)
-            else:
-                _copy(shard_slice(full[key], kind, rank, size), part, key, source)
-
-
 def merge_parts(key: str, parts: list[torch.Tensor]) -> torch.Tensor:
     """Inverse of ``shard_slice``: the full tensor from every rank's part, in rank order."""
     kind = shard_kind(key)
@@ -91,7 +73,67 @@ def merge_parts(key: str, parts: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([h[0] for h in halves] + [h[1] for h in halves], dim=0)
 
 
-def _copy(destination: torch.Tensor, source_tensor: torch.Tensor, key: str, source: Path | str) -> None:
-    if destination.shape != source_tensor.shape:
-        raise ValueError(f"{source}: {key} has shape {tuple(source_tensor.shape)}, expected {tuple(destination.shape)} for this shard")
-    destination.copy_(source_tensor)
+def _range_of_parts(parts: list[torch.Tensor], dim: int, rank: int, size: int, key: str) -> torch.Tensor:
+    """Slice ``rank`` of ``size`` along ``dim`` of the concatenation of ``parts``, built from
+    the overlapping pieces only (memory-mapped parts are read no further than needed)."""
+    total = sum(p.shape[dim] for p in parts)
+    if total % size:
+        raise ValueError(f"{key}: dim {dim} of size {total} cannot be split {size} ways")
+    width = total // size
+    start, stop = rank * width, (rank + 1) * width
+    pieces, offset = [], 0
+    for part in parts:
+        low, high = max(offset, start), min(offset + part.shape[dim], stop)
+        if low < high:
+            pieces.append(part.narrow(dim, low - offset, high - low))
+        offset += part.shape[dim]
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=dim)
+
+
+def resplit_part(key: str, parts: list[torch.Tensor], rank: int, size: int) -> torch.Tensor:
+    """What rank ``rank`` of a ``size``-way model holds for ``key``, from the parts of a
+    checkpoint saved ``len(parts)``-way (in rank order), by the rules above: the same
+    size reads its own part, size 1 merges, any other size re-splits."""
+    kind = shard_kind(key)
+    if kind == "replicated":
+        return parts[0]
+    if len(parts) == size:
+        return parts[rank]
+    if kind == "glu":
+        halves = [p.chunk(2, dim=0) for p in parts]
+        return torch.cat((_range_of_parts([h[0] for h in halves], 0, rank, size, key),
+                          _range_of_parts([h[1] for h in halves], 0, rank, size, key)), dim=0)
+    return _range_of_parts(parts, 1 if kind == "row" else 0, rank, size, key)
+
+
+def check_tensor_parallel(config, size: int) -> None:
+    """A clear error, before anything is loaded, when a model cannot be split ``size`` ways."""
+    if size < 1:
+        raise ValueError(f"--model-parallel-size must be >= 1, got {size}")
+    for what, value in (("num_attention_heads", config.num_attention_heads), ("inner_hidden_size", config.inner_hidden_size),
+                        ("vocab_size", config.vocab_size)):
+        if value % size:
+            raise ValueError(f"--model-parallel-size {size} does not divide {what} = {value} (each shard needs whole heads, "
+                             "matching GeGLU halves and an equal part of the vocabulary)")
+
+
+def shard_sized_model(model, size: int) -> None:
+    """Give a GLM built on the meta device the layer shapes of one ``size``-way shard, in
+    place: fewer heads and narrower projections, a vocabulary slice (no communication yet;
+    ``evaluation/distributed/tensor_parallel.py`` adds it after loading)."""
+    if size == 1:
+        return
+    from torch import nn
+
+    config = model.config
+    check_tensor_parallel(config, size)
+    hidden, inner = config.hidden_size, config.inner_hidden_size
+    device = model.transformer.word_embeddings.weight.device
+    for layer in model.transformer.layers:
+        attention, mlp = layer.attention, layer.mlp
+        attention.num_heads = config.num_attention_heads // size
+        attention.query_key_value = nn.Linear(hidden, 3 * hidden // size, device=device)
+        attention.dense = nn.Linear(hidden // size, hidden, device=device)
+        mlp.dense_h_to_4h = nn.Linear(hidden, 2 * inner // size, device=device)
+        mlp.dense_4h_to_h = nn.Linear(inner // size, hidden, device=device)
+    model.transformer.word_embeddings = nn.Embedding(config.vocab_size // size, hidden, device=device)

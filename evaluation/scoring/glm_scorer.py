@@ -12,16 +12,16 @@ Logits are computed only at the rows that are read, never over [batch, seq, voca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..model.glm import GLMModel, KVCache, reorder_cache
 from ..tokenization import GLM130BTokenizer
-from .scored_rows import score_target_rows
+from .api import EncodingOptions, Progress
 from .decoding import DecodingSettings, beam_search, greedy_decode
+from .scored_rows import score_target_rows
 from .packing import (
     GenerationContext,
     PackedSequence,
@@ -31,19 +31,9 @@ from .packing import (
     build_multiple_choice,
 )
 
+__all__ = ["EncodingOptions", "GLMScorer", "PAD_MULTIPLE", "Progress", "collate", "pad_to_multiple"]
+
 PAD_MULTIPLE = 32
-
-Progress = Optional[Callable[[int], object]]  # called with the number of requests just finished
-
-
-@dataclass(frozen=True)
-class EncodingOptions:
-    """The task-level switches of GLM encoding (from the task YAML)."""
-
-    use_task_mask: bool = False
-    unidirectional: bool = False
-    use_multitask_encoding: bool = False
-    max_seq_length: int = 2048
 
 
 def pad_to_multiple(length: int, multiple: int = PAD_MULTIPLE) -> int:
@@ -79,7 +69,11 @@ def chunks(sequence: Sequence, size: int) -> Iterator[Sequence]:
 
 
 class GLMScorer:
-    """Scores tokenized requests with a GLM model; the unit every task type runs on."""
+    """Scores tokenized requests with a GLM model (implements ``api.Scorer``).
+
+    ``model`` is a :class:`GLMModel` or anything with its interface (``config``, the
+    forward, ``logits`` and ``target_log_probs``), such as the tensor-parallel wrapper of
+    ``evaluation/distributed/tensor_parallel.py``."""
 
     def __init__(self, model: GLMModel, tokenizer: GLM130BTokenizer, device: str | torch.device = "cpu") -> None:
         self.model = model
@@ -100,7 +94,7 @@ class GLMScorer:
         and whether that target id is the row's argmax (the greedy check of continuations)."""
         tokens, positions, mask, _ = collate(samples, self.ids.pad)
         hidden, _ = self.model(tokens.to(self.device), positions.to(self.device), mask.to(self.device))
-        return score_target_rows(hidden, samples, self.model.logits)
+        return score_target_rows(hidden, samples, self.model.target_log_probs)
 
     # -- multiple choice ---------------------------------------------------------------
     def pack_choices(self, context: Sequence[int], choices: Sequence[Sequence[int]], options: EncodingOptions) -> PackedSequence:

@@ -1,4 +1,4 @@
-"""The Hugging Face backend: the scorer API of ``GLMScorer`` over any ``transformers`` causal LM.
+"""The Hugging Face backend: the scorer API (``api.Scorer``) over any ``transformers`` causal LM.
 
 Every task type calls the same four requests on either backend (``cond_log_prob``,
 ``continuation_scores``, ``lm_windows`` + ``calculate_loss``, ``generate_text``), so every
@@ -43,8 +43,8 @@ import torch
 
 from ..tokenization_hf import HFTokenizer
 from .decoding import DecodingSettings, beam_search, greedy_decode
-from .glm_scorer import EncodingOptions, Progress
-from .scored_rows import score_target_rows
+from .api import EncodingOptions, Progress
+from .scored_rows import full_vocab_log_probs, score_target_rows
 
 DEFAULT_MAX_BATCH_TOKENS = 1024
 PROBE_TOLERANCE = 1e-4
@@ -237,7 +237,7 @@ class HFScorer:
         also whether each target is the argmax of its row."""
         out = self._hidden_or_logits(samples)
         project = self.model.get_output_embeddings() if self.head_only_at_rows else (lambda rows: rows)
-        scored = score_target_rows(out, samples, project)
+        scored = score_target_rows(out, samples, full_vocab_log_probs(project))
         if greedy:
             return scored
         return [[log_probs for log_probs, _ in units] for units in scored]

@@ -8,7 +8,7 @@ never for [batch, length, vocab] -- the largest single saving over a naive score
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,9 +19,26 @@ class ScoredSample(Protocol):
     target_ids: Sequence[np.ndarray]
 
 
-def score_target_rows(states: torch.Tensor, samples: Sequence[ScoredSample], project: Callable[[torch.Tensor], torch.Tensor]
+# (selected rows [R, d], target ids [R]) -> (log p(target) [R] float32, target is the row's argmax [R] bool)
+TargetLogProbs = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+
+
+def full_vocab_log_probs(project: Callable[[torch.Tensor], torch.Tensor]) -> TargetLogProbs:
+    """The one-process rule: project the rows to the whole vocabulary, log-softmax in fp32,
+    read the target column; ``argmax`` breaks ties towards the lower id. (A tensor-parallel
+    model computes the same from vocabulary shards without gathering them.)"""
+
+    def target_log_probs(rows: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_probs = torch.log_softmax(project(rows).float(), dim=-1)
+        picked = log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
+        return picked, log_probs.argmax(dim=-1) == target
+
+    return target_log_probs
+
+
+def score_target_rows(states: torch.Tensor, samples: Sequence[ScoredSample], log_probs_fn: TargetLogProbs
                       ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """``states`` [batch, length, d] (hidden states, or logits with an identity ``project``).
+    """``states`` [batch, length, d] (hidden states, or logits with an identity projection).
     Returns per sample and unit: log p(target id) at each target row (float32 array) and
     whether that id is the row's argmax (the greedy check of continuations)."""
     batch_index, row_index, target_index, spans = [], [], [], []
@@ -36,8 +53,6 @@ def score_target_rows(states: torch.Tensor, samples: Sequence[ScoredSample], pro
         spans.append(unit_spans)
     device = states.device
     selected = states[torch.tensor(batch_index, device=device), torch.tensor(row_index, device=device)]
-    log_probs = torch.log_softmax(project(selected).float(), dim=-1)
-    target = torch.tensor(target_index, device=device)
-    picked = log_probs.gather(1, target.unsqueeze(1)).squeeze(1).cpu().numpy()
-    greedy = (log_probs.argmax(dim=-1) == target).cpu().numpy()
+    picked_t, greedy_t = log_probs_fn(selected, torch.tensor(target_index, device=device))
+    picked, greedy = picked_t.float().cpu().numpy(), greedy_t.cpu().numpy()
     return [[(picked[a:b], greedy[a:b]) for a, b in unit_spans] for unit_spans in spans]

@@ -4,8 +4,8 @@
 
 Works for any input size (read from INPUT_DIR's shards) and any N that divides the
 heads, the GeGLU width and the vocabulary. Memory stays lean: input shards are
-memory-mapped and each output shard is built key by key, so only one output shard
-plus one full-size parameter is resident at a time. Tokenizer and config files next to
+memory-mapped and each output shard is built key by key from the input slices it
+overlaps, so only one output shard is resident at a time. Tokenizer and config files next to
 the checkpoint (``ice_text.model``, ``model_config.json``) are copied along.
 
 With ``--quantization-bit-width`` the output is a pre-quantized checkpoint (the four linear
@@ -25,7 +25,7 @@ import torch
 
 from ..model.checkpoint import checkpoint_shards, read_shard, shard_path
 from ..model.quantization import BIT_WIDTHS, SCALE_SUFFIX, quantized_shard
-from ..model.sharding import merge_parts, shard_kind, shard_slice, split_state
+from ..model.sharding import merge_parts, resplit_part, split_state
 
 SIDE_FILES = ("ice_text.model", "model_config.json")
 
@@ -43,16 +43,16 @@ def convert(input_dir: Path, output_dir: Path, tensor_parallel: int, bits: int |
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for rank in range(tensor_parallel):
-        # Each key is merged again per output rank: slower than merging once, but only one
-        # full-size parameter is ever resident.
+        # Each output part is cut from the overlapping input slices (resplit_part), so no
+        # full-size parameter is ever built unless the output is 1-way.
         part = {}
         for key in keys:
-            full = merge_parts(key, [s[key] for s in inputs])
+            piece = resplit_part(key, [s[key] for s in inputs], rank, tensor_parallel)
             if bits is None:
-                part[key] = shard_slice(full, shard_kind(key), rank, tensor_parallel).clone()
+                part[key] = piece.clone()
             else:
-                part.update(quantized_shard(key, full, bits, rank, tensor_parallel))
-            del full
+                part.update(quantized_shard(key, piece, bits))
+            del piece
         written.append(shard_path(folder, rank))
         torch.save({"module": part}, written[-1])
         del part

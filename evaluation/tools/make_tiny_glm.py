@@ -12,6 +12,7 @@ vary by several nats between tokens, so tests of masks and positions can fail.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import io
 import sys
@@ -84,18 +85,22 @@ def init_weights(model: GLMModel, seed: int) -> None:
 RECIPE_FILE = "recipe.sha256"
 
 
-def recipe_digest(seed: int, config: GLMConfig) -> str:
-    """What the folder's contents are a function of: this generator, its corpus, the seed and
-    the config. Stored next to the checkpoint so a cached tiny model built by older code is
-    recognised as stale (``--if-stale``) instead of silently used."""
+def recipe_digest(seed: int, config: GLMConfig, tensor_parallel: int = 1) -> str:
+    """What the folder's contents are a function of: this generator, its corpus, the seed,
+    the config and the number of shards. Stored next to the checkpoint so a cached tiny
+    model built by older code (or in another layout) is recognised as stale (``--if-stale``)
+    instead of silently used."""
     digest = hashlib.sha256(Path(__file__).read_bytes())
     digest.update(CORPUS.read_bytes())
     digest.update(f"{seed}:{sorted(config.to_dict().items())}".encode())
+    if tensor_parallel != 1:
+        digest.update(f":tp{tensor_parallel}".encode())
     return digest.hexdigest()
 
 
-def make_tiny_glm(out_dir: Path, seed: int = 1234, config: GLMConfig = TINY_CONFIG) -> Path:
-    """Create the checkpoint folder; returns it."""
+def make_tiny_glm(out_dir: Path, seed: int = 1234, config: GLMConfig = TINY_CONFIG, tensor_parallel: int = 1) -> Path:
+    """Create the checkpoint folder (``tensor_parallel`` shards, like a checkpoint saved by
+    an N-way run); returns it. The weights do not depend on ``tensor_parallel``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     train_tokenizer(out_dir / "ice_text.model")
     needed = NUM_IMAGE_TOKENS + TEXT_VOCAB_SIZE + len(SPECIAL_TOKENS)
@@ -103,9 +108,9 @@ def make_tiny_glm(out_dir: Path, seed: int = 1234, config: GLMConfig = TINY_CONF
         raise ValueError(f"vocab_size {config.vocab_size} < {needed} ids the tokenizer needs")
     model = GLMModel(config)
     init_weights(model, seed)
-    save_checkpoint(model, out_dir, iteration="1")
+    save_checkpoint(model, out_dir, iteration="1", tensor_parallel=tensor_parallel)
     config.save(out_dir / "model_config.json")
-    (out_dir / RECIPE_FILE).write_text(recipe_digest(seed, config) + "\n")
+    (out_dir / RECIPE_FILE).write_text(recipe_digest(seed, config, tensor_parallel) + "\n")
     return out_dir
 
 
@@ -114,17 +119,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path, help="folder to write the checkpoint into")
     parser.add_argument("--seed", type=int, default=1234, help="weight seed (default 1234)")
     parser.add_argument("--position-encoding-2d", action="store_true", help="build a 2D-rotary variant")
+    parser.add_argument("--tensor-parallel", type=int, default=1,
+                        help="save the checkpoint as N shards (mp_rank_00 ... mp_rank_N-1), as an N-way run saves it")
     parser.add_argument("--if-stale", action="store_true",
                         help="do nothing if OUT_DIR already holds the model this code would build (its recipe.sha256 matches)")
     args = parser.parse_args(argv)
     config = TINY_CONFIG
     if args.position_encoding_2d:
         config = GLMConfig(**{**TINY_CONFIG.to_dict(), "position_encoding_2d": True})
-    stamp = args.out_dir / RECIPE_FILE
-    if args.if_stale and stamp.is_file() and stamp.read_text().strip() == recipe_digest(args.seed, config):
-        return 0
-    make_tiny_glm(args.out_dir, args.seed, config)
-    print(f"tiny GLM written to {args.out_dir}", file=sys.stderr)
+    args.out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Several processes may prepare the same folder at once (one per node of a multi-node
+    # run on a shared disk): the lock makes the later ones find it current.
+    with (args.out_dir.parent / f".{args.out_dir.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = args.out_dir / RECIPE_FILE
+        wanted = recipe_digest(args.seed, config, args.tensor_parallel)
+        if args.if_stale and stamp.is_file() and stamp.read_text().strip() == wanted:
+            return 0
+        make_tiny_glm(args.out_dir, args.seed, config, args.tensor_parallel)
+    print(f"tiny GLM written to {args.out_dir}" + (f" ({args.tensor_parallel} shards)" if args.tensor_parallel > 1 else ""),
+          file=sys.stderr)
     return 0
 
 
