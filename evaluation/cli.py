@@ -14,6 +14,7 @@ import dataclasses
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -159,9 +160,11 @@ def fingerprint_of(args: argparse.Namespace, spec: ModelSpec | HFModelSpec, prep
 
 
 def silence_other_ranks(layout: ProcessLayout) -> None:
-    """Only rank 0 prints the console lines; the others keep stderr for their errors."""
+    """Only rank 0 prints the console lines and Python's warnings (every rank would print the
+    same ones); the others keep stderr for their errors."""
     if not layout.is_main:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")
+        warnings.simplefilter("ignore")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -134,18 +134,23 @@ def test_resplit_equals_merge_then_slice(full_state, source: int, target: int) -
 
 
 @pytest.mark.parametrize("source", [1, 2, 4])
-def test_shard_sized_model_loads_its_part_from_any_layout(tmp_path: Path, full_state, source: int) -> None:
+@pytest.mark.parametrize("target", [1, 2, 4])
+def test_shard_sized_model_loads_its_part_from_any_layout(tmp_path: Path, full_state, source: int, target: int) -> None:
+    """load_checkpoint streams the source shards one by one into rank r's tensors."""
     model = GLMModel(TINY_CONFIG)
     model.load_state_dict(full_state)
     save_checkpoint(model, tmp_path, tensor_parallel=source)
-    expected = split_state(full_state, 2)
-    for rank in range(2):
+    expected = split_state(full_state, target)
+    for rank in range(target):
         with torch.device("meta"):
             shard = GLMModel(TINY_CONFIG)
-            shard_sized_model(shard, 2)
+            shard_sized_model(shard, target)
         shard = shard.to_empty(device="cpu")
-        load_checkpoint(shard, tmp_path, rank, 2)
-        assert shard.transformer.layers[0].attention.num_heads == TINY_CONFIG.num_attention_heads // 2
+        with torch.no_grad():
+            for value in shard.state_dict().values():
+                value.fill_(float("nan"))  # any slice left unwritten would show
+        load_checkpoint(shard, tmp_path, rank, target)
+        assert shard.transformer.layers[0].attention.num_heads == TINY_CONFIG.num_attention_heads // target
         for key, value in shard.state_dict().items():
             assert torch.equal(value, expected[rank][key]), (rank, key)
 

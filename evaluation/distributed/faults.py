@@ -34,6 +34,7 @@ from typing import Any, NoReturn, Optional
 
 EXIT_FAILED = 1
 FAILED_KEY = "failed"
+DONE_KEY = "done"  # how many ranks have finished normally
 FAULT_VARIABLE = "GLM_EVAL_TEST_FAULT"
 
 
@@ -90,7 +91,7 @@ class Watchdog:
     def stop(self) -> None:
         """A rank that finished normally is not a failed one: say so, then stop beating."""
         try:
-            self.store.set(f"done/{self.rank}", "1")
+            self.store.add(DONE_KEY, 1)
         except Exception:  # noqa: BLE001 - the store may be gone at shutdown; nothing to report then
             pass
         self._stop.set()
@@ -128,9 +129,10 @@ class Watchdog:
     def silent_peers(self, wait: float) -> list[int]:
         """Peers whose heartbeat does not move within ``wait`` seconds (several beats):
         after a peer vanished mid-collective, these are the ranks that died."""
+        peers = [peer for peer in range(self.context.world_size) if peer != self.rank]
+
         def counts() -> dict[int, int]:
-            return {peer: self.store.add(f"hb/{peer}", 0) for peer in range(self.context.world_size)
-                    if peer != self.rank and not self.store.check([f"done/{peer}"])}
+            return dict(zip(peers, (int(v) for v in self.store.multi_get([f"hb/{p}" for p in peers]))))
 
         try:
             before = counts()
@@ -156,7 +158,8 @@ class Watchdog:
 
     # -- the thread --------------------------------------------------------------------------------
     def _run(self) -> None:
-        world = self.context.world_size
+        peers = [peer for peer in range(self.context.world_size) if peer != self.rank]
+        keys = [f"hb/{peer}" for peer in peers]
         last: dict[int, tuple[int, float]] = {}
         checks_every = max(1, int(round(2.0 / self.interval)))
         tick = 0
@@ -167,13 +170,14 @@ class Watchdog:
                 message = self.posted_failure()
                 if message is not None and not self._stop.is_set():
                     exit_now(f"error: {self.context.rank_name(self.rank)}: stopping because {message}")
-                if tick % checks_every:
+                # Every 2 s, one round trip reads every peer's counter. Once a rank has
+                # finished, the run is ending: the closing barriers (bounded by the
+                # collective timeout) take over, and finished ranks stop beating.
+                if tick % checks_every or not keys or self.store.check([DONE_KEY]):
                     continue
                 now = time.monotonic()
-                for peer in range(world):
-                    if peer == self.rank or self.store.check([f"done/{peer}"]):
-                        continue
-                    count = self.store.add(f"hb/{peer}", 0)
+                for peer, value in zip(peers, self.store.multi_get(keys)):
+                    count = int(value)
                     seen = last.get(peer)
                     if seen is None or seen[0] != count:
                         last[peer] = (count, now)

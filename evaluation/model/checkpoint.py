@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .glm import GLMModel
-from .sharding import resplit_part, split_state
+from .sharding import copy_part_into, resplit_part, split_state
 
 SHARD_PATTERN = re.compile(r"^mp_rank_(\d{2})_model_states\.pt$")
 
@@ -95,24 +95,25 @@ def load_checkpoint(model: GLMModel, checkpoint_path: str | Path, rank: int = 0,
     """Fill ``model`` (full-size, or shard-sized for rank ``rank`` of ``size``) from a checkpoint
     of any tensor-parallel size, in place.
 
-    Key by key: each parameter's part is read from the memory-mapped shard(s) and copied in,
-    so beyond the model at most one parameter's worth of temporary memory is used."""
-    parts = CheckpointParts(checkpoint_path, rank, size)
+    A checkpoint saved ``size``-way opens only shard ``rank``. Any other layout goes through
+    the shards one at a time, each memory-mapped and released before the next, copying the
+    slices this rank needs (``sharding.copy_part_into``): beyond the model, one shard's pages
+    are resident at a time."""
+    paths = checkpoint_shards(checkpoint_path)
     target = model.state_dict()  # tensors share storage with the parameters
-    missing, unexpected = sorted(set(target) - parts.keys()), sorted(parts.keys() - set(target))
-    if missing or unexpected:
-        raise CheckpointError(f"{parts.first_path}: keys do not match the model; missing {missing[:5]}, unexpected {unexpected[:5]}")
+    sources = [(rank, paths[rank])] if len(paths) == size else list(enumerate(paths))
     with torch.no_grad():
-        for key, destination in target.items():
-            try:
-                source = parts.part(key)
-            except ValueError as exc:
-                raise CheckpointError(f"{parts.first_path}: {exc}") from None
-            if source.shape != destination.shape:
-                layout = f" for tensor-parallel rank {rank} of {size}" if size > 1 else ""
-                raise CheckpointError(f"{parts.first_path}: {key} has shape {tuple(source.shape)}, expected "
-                                      f"{tuple(destination.shape)}{layout} (does the model config match the checkpoint?)")
-            destination.copy_(source)
+        for source_rank, path in sources:
+            state = read_shard(path)
+            missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
+            if missing or unexpected:
+                raise CheckpointError(f"{path}: keys do not match the model; missing {missing[:5]}, unexpected {unexpected[:5]}")
+            for key, destination in target.items():
+                try:
+                    copy_part_into(destination, state[key], key, source_rank, len(paths), rank, size)
+                except ValueError as exc:
+                    raise CheckpointError(f"{path}: {exc}") from None
+            del state
 
 
 def save_checkpoint(model: GLMModel, checkpoint_path: str | Path, iteration: str = "1", tensor_parallel: int = 1) -> list[Path]:

@@ -137,3 +137,41 @@ def shard_sized_model(model, size: int) -> None:
         mlp.dense_h_to_4h = nn.Linear(hidden, 2 * inner // size, device=device)
         mlp.dense_4h_to_h = nn.Linear(inner // size, hidden, device=device)
     model.transformer.word_embeddings = nn.Embedding(config.vocab_size // size, hidden, device=device)
+
+
+def _copy_overlap(destination: torch.Tensor, part: torch.Tensor, dim: int, source_rank: int, source_size: int,
+                  rank: int, size: int, key: str) -> None:
+    """Copy the slice that source shard ``source_rank`` of ``source_size`` and target shard
+    ``rank`` of ``size`` have in common along ``dim`` (nothing when they do not overlap)."""
+    total = part.shape[dim] * source_size
+    other = [n for i, n in enumerate(part.shape) if i != dim]
+    if total != destination.shape[dim] * size or other != [n for i, n in enumerate(destination.shape) if i != dim]:
+        raise ValueError(f"{key} has shape {tuple(part.shape)} in a {source_size}-way checkpoint, which does not fit "
+                         f"{tuple(destination.shape)} for rank {rank} of {size} (does the model config match the checkpoint?)")
+    source_start, target_start = source_rank * part.shape[dim], rank * destination.shape[dim]
+    low = max(source_start, target_start)
+    high = min(source_start + part.shape[dim], target_start + destination.shape[dim])
+    if low < high:
+        destination.narrow(dim, low - target_start, high - low).copy_(part.narrow(dim, low - source_start, high - low))
+
+
+def copy_part_into(destination: torch.Tensor, part: torch.Tensor, key: str, source_rank: int, source_size: int,
+                   rank: int = 0, size: int = 1) -> None:
+    """Write what source shard ``source_rank`` (of a ``source_size``-way checkpoint) holds of
+    ``key`` into ``destination``, rank ``rank``'s tensor of a ``size``-way model. Called once
+    per source shard, this fills every destination, so a loader needs one shard in memory
+    at a time whatever the two sizes are."""
+    kind = shard_kind(key)
+    if kind == "replicated" or source_size == size:
+        if kind == "replicated" and source_rank != 0 and source_size != size:
+            return  # replicated: written from the first shard already
+        if part.shape != destination.shape:
+            raise ValueError(f"{key} has shape {tuple(part.shape)}, expected {tuple(destination.shape)}"
+                             + (f" for rank {rank} of {size}" if size > 1 else "") + " (does the model config match the checkpoint?)")
+        destination.copy_(part)
+        return
+    if kind == "glu":
+        for target_half, source_half in zip(destination.chunk(2, dim=0), part.chunk(2, dim=0)):
+            _copy_overlap(target_half, source_half, 0, source_rank, source_size, rank, size, key)
+        return
+    _copy_overlap(destination, part, 1 if kind == "row" else 0, source_rank, source_size, rank, size, key)
