@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import os
 import sys
 import time
@@ -27,6 +28,12 @@ from .distributed.groups import join
 from .distributed.session import Session, begin
 from .errors import InputError, Problem
 from .memory import peak_memory, status_kb, weight_bytes
+from .persistence.identity import model_namespace, run_identity
+from .persistence.lock import RunLock, RunLockedError
+from .persistence.recording import KnownRecords, RecordingScorer
+from .persistence.records import RecordsError
+from .persistence.run_folder import (cache_folder, check_run_folder, check_writable, identity_path, load_known, open_writers,
+                                     resume_changes, write_identity)
 from .model.cpu_linear import add_cpu_linear_argument
 from .model.hf_loader import HFModelSpec, add_hf_arguments
 from .model.loader import ModelSpec, add_model_arguments
@@ -64,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--data-path", default=os.environ.get("DATA_PATH", "data"), help="root that task 'path' fields are relative to (default: $DATA_PATH or ./data)")
     group.add_argument("--output-dir", default=os.environ.get("OUTPUT_DIR", "outputs"), help="where run folders are created (default: $OUTPUT_DIR or ./outputs)")
     group.add_argument("--run-name", default=None, help="name of this run's folder under --output-dir (default: a timestamp)")
+    group.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="continue an interrupted run in RUN_DIR: items whose records exist there are not computed again "
+                            "(any world size, batch size or token budget); refused if the model, a task config or a data "
+                            "file differs from the interrupted run's")
+    group.add_argument("--cache", default=None, metavar="DIR",
+                       help="also keep records in DIR and reuse those of earlier runs of the same model and scoring code "
+                            "(a rerun after a YAML edit or a new task computes only what changed); off by default")
+    group.add_argument("--no-records", action="store_true",
+                       help="do not keep per-item records in the run folder (the run cannot be resumed; for benchmarks)")
     group.add_argument("--model-config", default=None, help="name of the model config used, recorded in results.json (set by evaluate.sh)")
     group.add_argument("--micro-batch-size", type=positive_int, default=None, help="override every task's micro_batch_size")
     group.add_argument("--limit", type=positive_int, default=None, help="score only the first N items of every file (N windows for 'lm' tasks); for smoke tests")
@@ -130,22 +146,41 @@ def prepare_tasks(args: argparse.Namespace, spec: ModelSpec | HFModelSpec) -> tu
             for path in files:
                 try:
                     data[group].append(task.load_file(path))
-                except InputError as exc:
-                    problems += exc.problems
+                except InputError as exc:  # name the task too: the YAML may be what is wrong (its type, its path)
+                    reader = f" (read as '{item.config.type}' data by task {item.config.name} of {item.yaml_path})"
+                    problems += [dataclasses.replace(p, message=p.message + reader) for p in exc.problems]
         prepared.append(PreparedTask(item, task, data))
     return prepared, problems
 
 
 def choose_run_dir(args: argparse.Namespace) -> tuple[Path, list[Problem]]:
-    """The run folder (rank 0 decides; other ranks write nothing)."""
+    """The run folder and what stands against using it (rank 0 decides; other ranks write nothing)."""
+    if args.resume:
+        run_dir = Path(args.resume)
+        problems = [Problem(run_dir, "--resume continues the run in that folder; leave out --run-name")] if args.run_name else []
+        return run_dir, problems + [Problem(run_dir, text) for text in check_run_folder(run_dir, resume=True)]
     run_dir = Path(args.output_dir) / (args.run_name or default_run_name())
     if args.run_name is None:
         base, suffix = run_dir, 2
         while run_dir.exists():  # two runs started in the same second
             run_dir, suffix = base.with_name(f"{base.name}-{suffix}"), suffix + 1
-    if (run_dir / "results.json").exists():
-        return run_dir, [Problem(run_dir, "already holds results.json; choose another --run-name or --output-dir")]
-    return run_dir, []
+    problems = [Problem(run_dir, text) for text in check_run_folder(run_dir, resume=False)]
+    if args.cache:
+        problems += [Problem(args.cache, text) for text in check_writable(Path(args.cache), "--cache")[0]]
+    return run_dir, problems
+
+
+def identity_problems(args: argparse.Namespace, spec: ModelSpec | HFModelSpec, prepared: list[PreparedTask],
+                      run_dir: Path) -> tuple[dict[str, Any], list[Problem]]:
+    """This run's identity (persistence/identity.py) and, for --resume, how it differs from
+    the interrupted run's."""
+    tokenizer = prepared[0].task.tokenizer
+    identity = run_identity(spec.identity(tokenizer, args.model_parallel_size), vars(args), prepared, Path(args.data_path))
+    problems = []
+    if args.resume:
+        problems = [Problem(identity_path(run_dir), f"cannot resume: the interrupted run had other inputs: {change}")
+                    for change in resume_changes(run_dir, identity)]
+    return identity, problems
 
 
 def fingerprint_of(args: argparse.Namespace, spec: ModelSpec | HFModelSpec, prepared: list[PreparedTask]) -> dict[str, str]:
@@ -185,8 +220,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if layout.distributed and layout.world_size % args.model_parallel_size:
         problems.append(Problem("<launcher environment>", f"{layout.world_size} processes cannot form model-parallel groups "
                                                           f"of --model-parallel-size {args.model_parallel_size}"))
-    run_dir, run_dir_problems = choose_run_dir(args) if layout.is_main and not args.validate_only else (None, [])
-    problems += run_dir_problems
+    run_dir, identity = None, None
+    if layout.is_main and (not args.validate_only or args.resume):
+        run_dir, run_dir_problems = choose_run_dir(args)
+        problems += run_dir_problems
+        if not problems:
+            identity, changes = identity_problems(args, spec, prepared, run_dir)
+            problems += changes
 
     if layout.distributed:
         device_type = "cuda" if spec is not None and spec.device.startswith("cuda") else "cpu"
@@ -215,7 +255,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         session.end()
         return 0
     try:
-        run(args, argv, session, spec, prepared, run_dir, start)
+        run(args, argv, session, spec, prepared, run_dir, identity, start)
+    except (RecordsError, RunLockedError) as exc:  # the message says what happened and what to do
+        if session.context.distributed:
+            session.fail(exc, traceback_too=False)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except BaseException as exc:  # noqa: BLE001 - every failure of a rank must end all ranks, naming it
         if not session.context.distributed:
             raise
@@ -234,10 +279,45 @@ def report_disagreement(world_size: int, reported: list[str], mismatches: list[s
         print(f"  {line}", file=sys.stderr)
 
 
+def open_records(args: argparse.Namespace, session: Session, spec: ModelSpec | HFModelSpec, prepared: list[PreparedTask],
+                 run_dir: Optional[Path], identity: Optional[dict]) -> tuple[Path, KnownRecords, list, Optional[RunLock], str]:
+    """Rank 0 locks the run folder, writes the run's identity and loads what is known (this
+    run's records on --resume, the cache's); every rank learns the folder, the attempt and
+    the namespace from rank 0 and opens its own record files."""
+    context = session.context
+    known, lock, cache = KnownRecords(), None, None
+    if context.is_main:
+        lock = RunLock(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        note = lock.acquire()
+        if note:
+            print(f"> Note: {note}")
+        if not args.no_records and not args.resume:
+            write_identity(run_dir, identity)
+        namespace = model_namespace(identity["model"])
+        if args.cache:
+            cache = cache_folder(Path(args.cache), namespace, identity["model"])
+        from_run, from_cache = load_known(run_dir if args.resume else None, cache)
+        known = KnownRecords(from_run.results, from_cache.results)
+        if args.resume:
+            print(f"> Resuming {run_dir}: {from_run.lines:,} records in {from_run.files} file(s)")
+        if args.cache:
+            print(f"> Cache {cache}: {from_cache.lines:,} records of this model and scoring code")
+        for line in from_run.dropped + from_cache.dropped:
+            print(f"> Note: dropped {line}")
+        shared = (run_dir, dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}", namespace, cache)
+    else:
+        shared = None
+    run_dir, attempt, namespace, cache = context.broadcast_from_main(shared)
+    writers = open_writers(None if args.no_records else run_dir, cache, attempt, context.rank)
+    return run_dir, known, writers, lock, namespace
+
+
 def run(args: argparse.Namespace, argv: Optional[list[str]], session: Session, spec: ModelSpec | HFModelSpec,
-        prepared: list[PreparedTask], run_dir: Optional[Path], start: float) -> None:
+        prepared: list[PreparedTask], run_dir: Optional[Path], identity: Optional[dict], start: float) -> None:
     """Load the model, evaluate every task, save (rank 0 records; the others only score)."""
     context = session.context
+    run_dir, known, writers, lock, namespace = open_records(args, session, spec, prepared, run_dir, identity)
     recorder, tee = None, None
     if context.is_main:
         recorder = RunRecorder(
@@ -248,6 +328,7 @@ def run(args: argparse.Namespace, argv: Optional[list[str]], session: Session, s
         )
         tee = Tee(sys.stdout, run_dir / "console.log")
         sys.stdout = tee
+    scorer = None
     try:
         print(f"> Run folder: {run_dir}")
         layout = f"; {context.world_size} processes: tensor parallel {context.model_parallel_size} x data parallel " \
@@ -257,29 +338,51 @@ def run(args: argparse.Namespace, argv: Optional[list[str]], session: Session, s
         rss_before_model = (status_kb("VmRSS") or 0) / 1024
         model = load_model(spec, context)
         peak_after_load = (status_kb("VmHWM") or 0) / 1024
-        scorer = spec.make_scorer(model, prepared[0].task.tokenizer)
-        if context.distributed:
-            scorer = DataParallelScorer(scorer, context, session.watchdog)
+        backend = spec.make_scorer(model, prepared[0].task.tokenizer)
+        inner = DataParallelScorer(backend, context, session.watchdog) if context.distributed else backend
+        scorer = RecordingScorer(inner, context, namespace, known, writers)
         print(f"> Model loaded in {time.time() - model_start:.1f}s")
-        if recorder is not None and hasattr(scorer, "describe"):
-            recorder.results["model"]["scorer"] = scorer.describe()
+        if recorder is not None and hasattr(backend, "describe"):
+            recorder.results["model"]["scorer"] = backend.describe()
             recorder.write()
         progress = not args.no_progress and sys.stderr.isatty() and context.is_main
         for item in prepared:
             print()
+            before = dataclasses.replace(scorer.counts)
             evaluate_task(item, scorer, recorder, progress=progress)
+            reused = scorer.counts.minus(before)
+            if reused.from_run or reused.from_cache:
+                print(f"    Reused {reused.from_run + reused.from_cache:,} of {reused.total:,} items "
+                      f"({reused.from_run:,} from this run's records, {reused.from_cache:,} from the cache)")
         print(format_all_done(len(prepared), time.time() - start))
+        counts = scorer.counts
+        if args.resume:
+            print(f"> resumed: {counts.from_run:,} of {counts.total:,} items already done, {counts.computed:,} computed")
+        if args.cache:
+            print(f"> cache: reused {counts.from_cache:,} of {counts.total:,} items")
         memory = context.gather_world({"rank": context.rank, "weights_mb": round(weight_bytes(model) / 2**20, 1),
                                        "rss_before_model_mb": round(rss_before_model, 1),
                                        "peak_rss_after_load_mb": round(peak_after_load, 1), **peak_memory(spec.device)})
         if recorder is not None:
             recorder.results["run"]["memory"] = memory
+            recorder.results["run"]["records"] = {
+                "kept": not args.no_records, "resumed": bool(args.resume), "cache": args.cache,
+                "reused_from_run": counts.from_run, "reused_from_cache": counts.from_cache, "computed": counts.computed,
+                "repeated_in_run": counts.repeated, "rank0_overhead_seconds": round(scorer.overhead_seconds, 3)}
+            recorder.results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             recorder.write()
             if context.distributed:
                 print("> Memory per rank (weights / peak resident): " + ", ".join(
                     f"rank {m['rank']} {m['weights_mb']:.0f} / {m['peak_rss_mb']:.0f} MB" for m in memory))
             print(f"> Results saved to {recorder.results_path}")
     finally:
+        if scorer is not None:
+            scorer.close()
+        else:
+            for writer in writers:
+                writer.close()
+        if lock is not None:
+            lock.release()
         if tee is not None:
             sys.stdout = tee.stream
             tee.close()

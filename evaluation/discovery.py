@@ -20,6 +20,13 @@ def discover_task_files(arguments: list[str]) -> tuple[list[Path], list[Problem]
     problems: list[Problem] = []
     for argument in arguments:
         path = Path(argument)
+        try:
+            path.stat()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # a name too long, a loop of links, ...
+            problems.append(Problem(argument, f"cannot be looked up: {exc.strerror or exc}"))
+            continue
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
             if not files:

@@ -331,12 +331,24 @@ def resolve_files(config: BaseTaskConfig, yaml_path: Path, data_path: Path, writ
     root = Path(config.path)
     if not root.is_absolute():
         root = data_path / root
-    if not root.is_dir():
+    try:
+        exists = root.is_dir()
+    except OSError as exc:  # e.g. [Errno 36] File name too long
+        problem(f"data folder {root} cannot be looked up: {exc.strerror or exc}", "path")
+        return None
+    if not exists:
         problem(f"data folder {root} does not exist (path is relative to DATA_PATH={data_path})", "path")
         return None
     files: dict[str, list[Path]] = {}
     for group, pattern in config.groups().items():
-        matched = sorted(p for p in root.glob(pattern) if p.is_file())
+        if not pattern or not str(pattern).strip():
+            problem(f"group {group!r}: the pattern is empty (give a glob such as '**/*.jsonl')", "file_pattern")
+            continue
+        try:
+            matched = sorted(p for p in root.glob(pattern) if p.is_file())
+        except (ValueError, NotImplementedError, OSError) as exc:  # '/abs', a name too long, ...
+            problem(f"group {group!r}: pattern {pattern!r} cannot be used: {exc}", "file_pattern")
+            continue
         if not matched:
             problem(f"group {group!r}: pattern {pattern!r} matches no file under {root}", "file_pattern")
             continue

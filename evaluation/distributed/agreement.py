@@ -20,15 +20,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..digests import file_digest
+
 MAX_DIFFERENCES_SHOWN = 8
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def _short(value: Any) -> str:

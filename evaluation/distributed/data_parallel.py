@@ -19,11 +19,10 @@ same share in lockstep with its peers, as tensor parallelism requires.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Sequence, TypeVar
 
-from ..scoring.api import EncodingOptions, Progress, Scorer
-from ..scoring.decoding import DecodingSettings
-from .faults import FaultInjector
+from ..scoring.api import BatchResults, Progress, Scorer
+from ..scoring.wrapper import Compute, ScorerWrapper
 from .groups import ParallelContext
 
 T = TypeVar("T")
@@ -50,8 +49,8 @@ class _SharedProgress:
     """Rank 0's bar stands for the whole file: each local request counts W times (the
     shares are within one request of each other), and the gather tops it up exactly."""
 
-    def __init__(self, progress: Progress, scale: int, count: int, faults: FaultInjector) -> None:
-        self.progress, self.scale, self.count, self.faults = progress, scale, count, faults
+    def __init__(self, progress: Progress, scale: int, count: int) -> None:
+        self.progress, self.scale, self.count = progress, scale, count
         self.reported = 0
 
     def __call__(self, finished: int) -> None:
@@ -60,60 +59,37 @@ class _SharedProgress:
             if step > 0:
                 self.progress(step)
                 self.reported += step
-        self.faults.batch_done()
 
     def complete(self) -> None:
         if self.progress is not None and self.reported < self.count:
             self.progress(self.count - self.reported)
 
 
-class DataParallelScorer:
+LABELS = {"cond_log_prob": "multiple-choice", "continuation_scores": "continuation", "calculate_loss": "language-model",
+          "generate_text": "generation"}
+
+
+class DataParallelScorer(ScorerWrapper):
     """``api.Scorer`` over a backend scorer and a :class:`ParallelContext` (see the module doc)."""
 
-    def __init__(self, inner: Scorer, context: ParallelContext, watchdog: Any = None, faults: FaultInjector | None = None) -> None:
-        self.inner = inner
+    def __init__(self, inner: Scorer, context: ParallelContext, watchdog: Any = None) -> None:
+        super().__init__(inner)
         self.context = context
         self.watchdog = watchdog
-        self.faults = faults or FaultInjector.from_environment(context.rank)
 
-    def __getattr__(self, name: str) -> Any:  # describe(), tokenizer, ...: the backend's own
-        return getattr(self.inner, name)
-
-    def _sharded(self, label: str, score: Callable[[list[Any], Progress], list[T]], requests: Sequence[Any],
-                 progress: Progress) -> list[T]:
+    def _call(self, method: str, requests: Sequence[Any], options: Any, settings: Any, progress: Progress,
+              on_batch: BatchResults, compute: Compute) -> list[Any]:
         count, size, rank = len(requests), self.context.data_parallel_size, self.context.data_parallel_rank
-        mine = [requests[i] for i in shard_indices(count, rank, size)]
-        shared = _SharedProgress(progress, size, count, self.faults)
-        local = score(mine, shared) if mine else []
+        indices = shard_indices(count, rank, size)
+        mine = [requests[i] for i in indices]
+        shared = _SharedProgress(progress, size, count)
+        # Each rank hears of its own batches, with indices into the whole request list.
+        local_batches = None if on_batch is None else (lambda done, results: on_batch([indices[j] for j in done], results))
+        local = compute(mine, shared, local_batches) if mine else []
         if len(local) != len(mine):
             raise RuntimeError(f"the scorer returned {len(local)} results for {len(mine)} requests")
         if self.watchdog is not None:
-            self.watchdog.mark(f"gather of {count} {label} results")
+            self.watchdog.mark(f"gather of {count} {LABELS[method]} results")
         merged = merge_shards(self.context.gather_data_parallel(local), count)
         shared.complete()
         return merged
-
-    # -- api.Scorer ----------------------------------------------------------------------------
-    def effective_max_length(self, options: EncodingOptions) -> int:
-        return self.inner.effective_max_length(options)
-
-    def lm_windows(self, tokens: Sequence[int], options: EncodingOptions, generation_length: int) -> list[Any]:
-        return self.inner.lm_windows(tokens, options, generation_length)
-
-    def cond_log_prob(self, requests, options: EncodingOptions, batch_size: int = 1, progress: Progress = None) -> list[list[float]]:
-        return self._sharded("multiple-choice", lambda share, bar: self.inner.cond_log_prob(share, options, batch_size, bar),
-                             requests, progress)
-
-    def continuation_scores(self, requests, options: EncodingOptions, batch_size: int = 1,
-                            progress: Progress = None) -> list[tuple[float, bool]]:
-        return self._sharded("continuation", lambda share, bar: self.inner.continuation_scores(share, options, batch_size, bar),
-                             requests, progress)
-
-    def calculate_loss(self, windows, batch_size: int = 1, progress: Progress = None) -> list[tuple[float, int]]:
-        return self._sharded("language-model", lambda share, bar: self.inner.calculate_loss(share, batch_size, bar),
-                             windows, progress)
-
-    def generate_text(self, contexts, options: EncodingOptions, settings: DecodingSettings, batch_size: int = 1,
-                      progress: Progress = None) -> list[list[int]]:
-        return self._sharded("generation", lambda share, bar: self.inner.generate_text(share, options, settings, batch_size, bar),
-                             contexts, progress)

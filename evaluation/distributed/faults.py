@@ -195,8 +195,9 @@ class Watchdog:
                          "the process hosting it (rank 0, or the launcher) has probably failed")
 
 
-def fail(context: Any, watchdog: Optional[Watchdog], exc: BaseException) -> NoReturn:
-    """End this rank after ``exc``: name the root cause, whichever rank it was."""
+def fail(context: Any, watchdog: Optional[Watchdog], exc: BaseException, traceback_too: bool = True) -> NoReturn:
+    """End this rank after ``exc``: name the root cause, whichever rank it was. Errors whose
+    message says everything (a full disk, a locked folder) go without the traceback."""
     me = context.rank_name(context.rank)
     if watchdog is not None and is_collective_failure(exc):
         cause = watchdog.posted_failure(wait=3 * watchdog.interval)
@@ -212,7 +213,8 @@ def fail(context: Any, watchdog: Optional[Watchdog], exc: BaseException) -> NoRe
                 cause = f"a collective failed ({type(exc).__name__}: {first_line})" + (f"; {behind}" if behind else "")
             watchdog.report(cause)
         exit_now(f"error: {me}: stopping because {cause}")
-    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if traceback_too:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     message = f"{me} failed: {type(exc).__name__}: {exc}"
     if watchdog is not None:
         watchdog.report(message)

@@ -134,6 +134,16 @@ class ParallelContext:
         dist.all_gather_object(gathered, obj)
         return gathered
 
+    def broadcast_from_main(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (``obj`` of the other ranks is ignored)."""
+        if not self.distributed:
+            return obj
+        import torch.distributed as dist
+
+        holder = [obj if self.is_main else None]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
     def barrier(self) -> None:
         if self.distributed:
             import torch.distributed as dist

@@ -26,8 +26,8 @@ class Session:
     context: ParallelContext
     watchdog: Optional[Watchdog] = None
 
-    def fail(self, exc: BaseException) -> None:
-        fail(self.context, self.watchdog, exc)
+    def fail(self, exc: BaseException, traceback_too: bool = True) -> None:
+        fail(self.context, self.watchdog, exc, traceback_too)
 
     def end(self) -> None:
         if not self.context.distributed:

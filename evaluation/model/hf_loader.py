@@ -146,6 +146,22 @@ class HFModelSpec:
         return HFScorer(model, tokenizer, self.device, add_bos=self.resolve_add_bos(tokenizer),
                         max_batch_tokens=self.max_batch_tokens, max_length=self.max_sequence_length, allow_packing=self.packing)
 
+    def identity(self, tokenizer: HFTokenizer, tensor_parallel: int = 1) -> dict[str, Any]:
+        """What this model's scores are a function of (``persistence/identity.py``): the
+        folder's files (names, sizes, mtimes; the GGUF file alone when one is named), dtype,
+        positions and the BOS rule. Batching, packing, the matmul library and tensor
+        parallelism change only the last bits and are left out (resume at any layout)."""
+        files = [self.model_path / self.gguf_file] if self.gguf_file else sorted(
+            p for p in self.model_path.iterdir() if p.is_file() and not p.name.startswith("."))
+        return {
+            "backend": "hf",
+            "model_path": str(self.model_path.resolve()),
+            "files": [{"file": p.name, "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in files],
+            "dtype": self.dtype,
+            "max_sequence_length": self.max_sequence_length,
+            "add_bos": self.resolve_add_bos(tokenizer),
+        }
+
     def describe(self, tokenizer: Optional[HFTokenizer] = None) -> dict[str, Any]:
         """JSON-friendly record for results.json: backend, model, dtype and BOS handling."""
         record: dict[str, Any] = {

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
+from ..digests import path_digest
 from ..tokenization import NUM_IMAGE_TOKENS, TOKENIZER_TYPES, GLMTokenizerBase, build_tokenizer, default_tokenizer_model
 from .checkpoint import CheckpointError, checkpoint_shards, load_checkpoint
 from .config import GLMConfig
@@ -140,6 +141,26 @@ class ModelSpec:
         from ..scoring.glm_scorer import GLMScorer
 
         return GLMScorer(model, tokenizer, self.device)
+
+    def identity(self, tokenizer: Any = None, tensor_parallel: int = 1) -> dict[str, Any]:
+        """What this model's scores are a function of (``persistence/identity.py``): the
+        checkpoint's path, iteration and shard files (sizes, mtimes), shape, dtype,
+        quantization and tokenizer. Quantizing a float checkpoint on load quantizes each
+        tensor-parallel shard on its own, so then the tensor-parallel size counts too;
+        otherwise it only changes the last bits and is left out (resume at any world size)."""
+        shards = checkpoint_shards(self.checkpoint)
+        return {
+            "backend": "glm",
+            "config": self.config.to_dict(),
+            "checkpoint": {"path": str(self.checkpoint.resolve()), "iteration": (self.checkpoint / "latest").read_text().strip(),
+                           "shards": [{"file": p.name, "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in shards]},
+            "dtype": self.dtype,
+            "quantization_bit_width": self.quantization_bit_width,
+            "tokenizer": {"type": self.tokenizer_type, "files": path_digest(self.tokenizer_model)},
+            "num_image_tokens": self.num_image_tokens if self.tokenizer_type == "icetk-glm-130b" else None,
+            **({"quantized_per_tensor_parallel_shard": tensor_parallel}
+               if self.quantization_bit_width and tensor_parallel > 1 else {}),
+        }
 
     def describe(self, tokenizer: Optional[GLMTokenizerBase] = None) -> dict[str, Any]:
         """JSON-friendly record for results.json."""

@@ -5,10 +5,12 @@ module only, never on a concrete backend: the GLM scorer (``glm_scorer.py``), th
 Face scorer (``hf_scorer.py``) and the data-parallel wrapper
 (``evaluation/distributed/data_parallel.py``) are interchangeable behind it.
 
-The contract that makes sharding and gathering possible: every request method takes a
-sequence of *tokenized* requests and returns exactly one result per request, in request
-order, whatever batching the backend chooses internally. So a wrapper may split the
-requests over processes, hand each share to a backend, and put the results back in order.
+The contract that makes sharding, gathering and resuming possible: every request method
+takes a sequence of *tokenized* requests and returns exactly one result per request, in
+request order, whatever batching the backend chooses internally; ``on_batch`` hears of
+each request's result as soon as its batch is done. So a wrapper may split the requests
+over processes, hand each share to a backend, put the results back in order, and keep each
+result on disk the moment it exists.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 from .decoding import DecodingSettings
 
 Progress = Optional[Callable[[int], object]]  # called with the number of requests just finished
+# Called after each batch with the indices (into the request list of the call) of the
+# requests it finished and their results, in the types the method returns: what makes
+# per-item records durable as they are computed (evaluation/persistence/).
+BatchResults = Optional[Callable[[Sequence[int], Sequence[Any]], object]]
 
 
 @dataclass(frozen=True)
@@ -39,21 +45,23 @@ class Scorer(Protocol):
         """The sequence length a task really gets: its ``max_seq_length`` capped at the model's positions."""
 
     def cond_log_prob(self, requests: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], options: EncodingOptions,
-                      batch_size: int = 1, progress: Progress = None) -> list[list[float]]:
+                      batch_size: int = 1, progress: Progress = None, on_batch: BatchResults = None) -> list[list[float]]:
         """Multiple choice: per ``(context_ids, [choice_ids, ...])`` request, the summed
         log-probability of each choice given the context."""
 
     def continuation_scores(self, requests: Sequence[tuple[Sequence[int], Sequence[int]]], options: EncodingOptions,
-                            batch_size: int = 1, progress: Progress = None) -> list[tuple[float, bool]]:
+                            batch_size: int = 1, progress: Progress = None, on_batch: BatchResults = None
+                            ) -> list[tuple[float, bool]]:
         """Per ``(context_ids, target_ids)`` request: (log p(target | context), whether every
         target token is the greedy choice under teacher forcing)."""
 
     def lm_windows(self, tokens: Sequence[int], options: EncodingOptions, generation_length: int) -> list[Any]:
         """The scored windows of one document (opaque to callers; each has ``target_ids``)."""
 
-    def calculate_loss(self, windows: Sequence[Any], batch_size: int = 1, progress: Progress = None) -> list[tuple[float, int]]:
+    def calculate_loss(self, windows: Sequence[Any], batch_size: int = 1, progress: Progress = None,
+                       on_batch: BatchResults = None) -> list[tuple[float, int]]:
         """Per window from ``lm_windows``: (summed negative log-likelihood, scored tokens)."""
 
     def generate_text(self, contexts: Sequence[Sequence[int]], options: EncodingOptions, settings: DecodingSettings,
-                      batch_size: int = 1, progress: Progress = None) -> list[list[int]]:
+                      batch_size: int = 1, progress: Progress = None, on_batch: BatchResults = None) -> list[list[int]]:
         """Greedy or beam-search continuation of each context (end token stripped)."""

@@ -19,7 +19,7 @@ import torch
 
 from ..model.glm import GLMModel, KVCache, reorder_cache
 from ..tokenization import GLM130BTokenizer
-from .api import EncodingOptions, Progress
+from .api import BatchResults, EncodingOptions, Progress
 from .decoding import DecodingSettings, beam_search, greedy_decode
 from .scored_rows import score_target_rows
 from .packing import (
@@ -31,7 +31,7 @@ from .packing import (
     build_multiple_choice,
 )
 
-__all__ = ["EncodingOptions", "GLMScorer", "PAD_MULTIPLE", "Progress", "collate", "pad_to_multiple"]
+__all__ = ["BatchResults", "EncodingOptions", "GLMScorer", "PAD_MULTIPLE", "Progress", "collate", "pad_to_multiple"]
 
 PAD_MULTIPLE = 32
 
@@ -66,6 +66,15 @@ def collate(samples: Sequence[PackedSequence | GenerationContext], pad_id: int, 
 def chunks(sequence: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(sequence), size):
         yield sequence[start : start + size]
+
+
+def report_batch(results: list, count: int, progress: Progress, on_batch: BatchResults) -> None:
+    """After a batch of ``count`` requests appended to ``results``: tell the callbacks."""
+    if on_batch is not None:
+        start = len(results) - count
+        on_batch(range(start, len(results)), results[start:])
+    if progress is not None:
+        progress(count)
 
 
 class GLMScorer:
@@ -115,17 +124,17 @@ class GLMScorer:
         options: EncodingOptions,
         batch_size: int = 1,
         progress: Progress = None,
+        on_batch: BatchResults = None,
     ) -> list[list[float]]:
         """Summed log-probability of every choice given its context, one list per request.
         ``progress`` (e.g. a tqdm bar's ``update``) is told after each batch how many
-        requests it finished."""
+        requests it finished, ``on_batch`` which ones and their results."""
         results: list[list[float]] = []
         for batch in chunks(requests, batch_size):
             samples = [self.pack_choices(context, choices, options) for context, choices in batch]
             for units in self._target_log_probs(samples):
                 results.append([float(log_probs.sum(dtype=np.float64)) for log_probs, _ in units])
-            if progress is not None:
-                progress(len(batch))
+            report_batch(results, len(batch), progress, on_batch)
         return results
 
     # -- continuation log-likelihood (lm-evaluation-harness ``loglikelihood``) ----------
@@ -135,6 +144,7 @@ class GLMScorer:
         options: EncodingOptions,
         batch_size: int = 1,
         progress: Progress = None,
+        on_batch: BatchResults = None,
     ) -> list[tuple[float, bool]]:
         """Log-likelihood of a target continuation given its context (the backend-neutral
         request of lm-evaluation-harness's ``loglikelihood``).
@@ -158,8 +168,7 @@ class GLMScorer:
             for units in self._target_log_probs(samples):
                 log_probs, greedy = units[0]
                 results.append((float(log_probs.sum(dtype=np.float64)), bool(greedy.all())))
-            if progress is not None:
-                progress(len(batch))
+            report_batch(results, len(batch), progress, on_batch)
         return results
 
     # -- language modelling --------------------------------------------------------------
@@ -174,15 +183,15 @@ class GLMScorer:
             position_2d=self.position_2d,
         )
 
-    def calculate_loss(self, windows: Sequence[PackedSequence], batch_size: int = 1, progress: Progress = None) -> list[tuple[float, int]]:
+    def calculate_loss(self, windows: Sequence[PackedSequence], batch_size: int = 1, progress: Progress = None,
+                       on_batch: BatchResults = None) -> list[tuple[float, int]]:
         """(summed NLL in nats, number of scored tokens) per window."""
-        results = []
+        results: list[tuple[float, int]] = []
         for batch in chunks(windows, batch_size):
             for units in self._target_log_probs(batch):
                 log_probs, _ = units[0]
                 results.append((-float(log_probs.sum(dtype=np.float64)), int(log_probs.size)))
-            if progress is not None:
-                progress(len(batch))
+            report_batch(results, len(batch), progress, on_batch)
         return results
 
     # -- generation ---------------------------------------------------------------------
@@ -205,14 +214,14 @@ class GLMScorer:
         settings: DecodingSettings,
         batch_size: int = 1,
         progress: Progress = None,
+        on_batch: BatchResults = None,
     ) -> list[list[int]]:
         """Generated token ids (end token stripped) for each context."""
         outputs: list[list[int]] = []
         for batch in chunks(contexts, batch_size):
             prepared = [self.generation_context(c, options, settings.max_gen_length) for c in batch]
             outputs.extend(self._generate_batch(prepared, settings))
-            if progress is not None:
-                progress(len(batch))
+            report_batch(outputs, len(batch), progress, on_batch)
         return outputs
 
     def _generate_batch(self, contexts: Sequence[GenerationContext], settings: DecodingSettings) -> list[list[int]]:

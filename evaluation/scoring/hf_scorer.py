@@ -36,14 +36,14 @@ What makes it fast (each checked against a plain per-choice forward in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..tokenization_hf import HFTokenizer
 from .decoding import DecodingSettings, beam_search, greedy_decode
-from .api import EncodingOptions, Progress
+from .api import BatchResults, EncodingOptions, Progress
 from .scored_rows import full_vocab_log_probs, score_target_rows
 
 DEFAULT_MAX_BATCH_TOKENS = 1024
@@ -243,28 +243,43 @@ class HFScorer:
         return [[log_probs for log_probs, _ in units] for units in scored]
 
     def _run(self, samples: Sequence[CausalSequence], greedy: bool, progress: Progress,
-             counts: Optional[Sequence[int]] = None) -> list[list[Any]]:
+             counts: Optional[Sequence[int]] = None, on_units: Optional[Callable[[list[int], list[Any]], None]] = None
+             ) -> list[list[Any]]:
         """Score samples in token-budget batches; results in sample order. ``counts[i]`` is
-        how many requests sample i finishes (for the progress callback)."""
+        how many requests sample i finishes (for the progress callback); ``on_units`` hears
+        of each batch's sample indices and units."""
         results: list[Optional[list[Any]]] = [None] * len(samples)
         for batch in plan_batches([len(s) for s in samples], self.max_batch_tokens):
-            for index, units in zip(batch, self._score([samples[i] for i in batch], greedy)):
+            scored = self._score([samples[i] for i in batch], greedy)
+            for index, units in zip(batch, scored):
                 results[index] = units
+            if on_units is not None:
+                on_units(batch, scored)
             if progress is not None:
                 progress(len(batch) if counts is None else sum(counts[i] for i in batch))
         return results  # type: ignore[return-value]
 
+    @staticmethod
+    def _one_to_one(on_batch: BatchResults, finish: Callable[[Any], Any]) -> Optional[Callable[[list[int], list[Any]], None]]:
+        """``on_units`` for calls with one sample per request."""
+        if on_batch is None:
+            return None
+        return lambda batch, scored: on_batch(batch, [finish(units) for units in scored])
+
     # -- the scorer API ----------------------------------------------------------------------
     def cond_log_prob(self, requests: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], options: EncodingOptions,
-                      batch_size: int = 1, progress: Progress = None) -> list[list[float]]:
+                      batch_size: int = 1, progress: Progress = None, on_batch: BatchResults = None) -> list[list[float]]:
         """Summed log-probability (nats, float64 sum) of every choice given its context.
         ``batch_size`` is ignored: batches are filled to ``max_batch_tokens``."""
         self._note_glm_switches(options)
         max_length = self.effective_max_length(options)
+
+        def finish(units: list[np.ndarray]) -> list[float]:
+            return [float(u.sum(dtype=np.float64)) for u in units]
+
         if self.packing:
             samples = [self._pack(context, choices, max_length) for context, choices in requests]
-            units = self._run(samples, False, progress)
-            return [[float(u.sum(dtype=np.float64)) for u in item] for item in units]
+            return [finish(units) for units in self._run(samples, False, progress, on_units=self._one_to_one(on_batch, finish))]
         # Fallback: one causal sequence per multi-token choice (single-token choices of an
         # item still share one sequence: they are all read at the context's last row).
         samples, owners, counts = [], [], []
@@ -276,13 +291,28 @@ class HFScorer:
                 owners.append((r, group))
                 counts.append(1 if g == 0 else 0)
         scores: list[list[float]] = [[0.0] * len(choices) for _, choices in requests]
-        for (r, group), units in zip(owners, self._run(samples, False, progress, counts)):
-            for k, u in zip(group, units):
-                scores[r][k] = float(u.sum(dtype=np.float64))
+        remaining = [0] * len(requests)
+        for r, _ in owners:
+            remaining[r] += 1
+
+        def collect(batch: list[int], scored: list[Any]) -> None:  # a request is done with its last sample
+            done = []
+            for index, units in zip(batch, scored):
+                r, group = owners[index]
+                for k, u in zip(group, units):
+                    scores[r][k] = float(u.sum(dtype=np.float64))
+                remaining[r] -= 1
+                if remaining[r] == 0:
+                    done.append(r)
+            if on_batch is not None and done:
+                on_batch(done, [scores[r] for r in done])
+
+        self._run(samples, False, progress, counts, on_units=collect)
         return scores
 
     def continuation_scores(self, requests: Sequence[tuple[Sequence[int], Sequence[int]]], options: EncodingOptions,
-                            batch_size: int = 1, progress: Progress = None) -> list[tuple[float, bool]]:
+                            batch_size: int = 1, progress: Progress = None, on_batch: BatchResults = None
+                            ) -> list[tuple[float, bool]]:
         """(log p(target | context) in nats, summed in float64; whether every target token
         is the argmax under teacher forcing) per request: lm-eval's ``loglikelihood``."""
         self._note_glm_switches(options)
@@ -291,11 +321,12 @@ class HFScorer:
             if len(target) == 0:
                 raise ValueError("continuation_scores needs a non-empty target")
         samples = [self._pack(context, [target], max_length) for context, target in requests]
-        results = []
-        for units in self._run(samples, True, progress):
+
+        def finish(units: list[Any]) -> tuple[float, bool]:
             log_probs, greedy = units[0]
-            results.append((float(log_probs.sum(dtype=np.float64)), bool(greedy.all())))
-        return results
+            return float(log_probs.sum(dtype=np.float64)), bool(greedy.all())
+
+        return [finish(units) for units in self._run(samples, True, progress, on_units=self._one_to_one(on_batch, finish))]
 
     def lm_windows(self, tokens: Sequence[int], options: EncodingOptions, generation_length: int) -> list[CausalSequence]:
         """Rolling windows over a document (see the module doc); each predicts its tokens
@@ -313,14 +344,18 @@ class HFScorer:
                                           [np.asarray(extended[a + 1 : b + 1], dtype=np.int64)]))
         return windows
 
-    def calculate_loss(self, windows: Sequence[CausalSequence], batch_size: int = 1, progress: Progress = None) -> list[tuple[float, int]]:
+    def calculate_loss(self, windows: Sequence[CausalSequence], batch_size: int = 1, progress: Progress = None,
+                       on_batch: BatchResults = None) -> list[tuple[float, int]]:
         """(summed NLL in nats, number of scored tokens) per window."""
-        return [(-float(units[0].sum(dtype=np.float64)), int(units[0].size)) for units in self._run(windows, False, progress)]
+        def finish(units: list[np.ndarray]) -> tuple[float, int]:
+            return -float(units[0].sum(dtype=np.float64)), int(units[0].size)
+
+        return [finish(units) for units in self._run(windows, False, progress, on_units=self._one_to_one(on_batch, finish))]
 
     # -- generation -----------------------------------------------------------------------------
     @torch.no_grad()
     def generate_text(self, contexts: Sequence[Sequence[int]], options: EncodingOptions, settings: DecodingSettings,
-                      batch_size: int = 1, progress: Progress = None) -> list[list[int]]:
+                      batch_size: int = 1, progress: Progress = None, on_batch: BatchResults = None) -> list[list[int]]:
         """Greedy or beam search (``decoding.py``) with the model's KV cache; generated ids
         per context, end token stripped. Contexts keep their last ``max_length -
         max_gen_length`` tokens."""
@@ -334,8 +369,11 @@ class HFScorer:
         outputs: list[list[int]] = [[] for _ in prepared]
         lengths = [len(c) + settings.max_gen_length for c in prepared]
         for batch in plan_batches(lengths, self.max_batch_tokens, rows_per_item=rows):
-            for index, generated in zip(batch, self._generate_batch([prepared[i] for i in batch], settings)):
+            generated_batch = self._generate_batch([prepared[i] for i in batch], settings)
+            for index, generated in zip(batch, generated_batch):
                 outputs[index] = generated
+            if on_batch is not None:
+                on_batch(batch, generated_batch)
             if progress is not None:
                 progress(len(batch))
         return outputs
