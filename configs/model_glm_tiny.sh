@@ -7,6 +7,7 @@
 GLM_EVAL_ROOT="${GLM_EVAL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 MODEL_TYPE="glm-tiny"
 TINY_GLM_TP="${TINY_GLM_TP:-1}"
+TINY_GLM_SEED="${TINY_GLM_SEED:-1234}"  # another seed: another model of the same shape (the regression tests use 99)
 if [ "$TINY_GLM_TP" = 1 ]; then
     CHECKPOINT_PATH="${TINY_GLM_PATH:-$GLM_EVAL_ROOT/.cache/glm-tiny}"
 else
@@ -28,5 +29,5 @@ MODEL_ARGS="--model-parallel-size ${MP_SIZE} \
 prepare_model() {
     # Builds the model when absent, and rebuilds it when the code that makes it has changed
     # (recipe.sha256), so an old cached tiny model is never silently used.
-    "$PYTHON" -m evaluation.tools.make_tiny_glm "$CHECKPOINT_PATH" --if-stale --tensor-parallel "$TINY_GLM_TP"
+    "$PYTHON" -m evaluation.tools.make_tiny_glm "$CHECKPOINT_PATH" --if-stale --tensor-parallel "$TINY_GLM_TP" --seed "$TINY_GLM_SEED"
 }

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--limit", type=positive_int, default=None, help="score only the first N items of every file (N windows for 'lm' tasks); for smoke tests")
     group.add_argument("--validate-only", action="store_true", help="check task YAMLs, data files and model flags, then exit without loading the model")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    group.add_argument("--show-stderr", action="store_true",
+                       help="add '± standard error' to the console's file and group lines (results.json always has the "
+                            "standard errors and 95%% intervals)")
     group.add_argument("--backend", choices=["glm", "hf"], default="glm",
                        help="glm: a GLM checkpoint (--load and the GLM flags); hf: a Hugging Face causal LM "
                             "(--hf-model, optionally --hf-gguf-file; the GLM flags are then unused)")
@@ -349,7 +352,7 @@ def run(args: argparse.Namespace, argv: Optional[list[str]], session: Session, s
         for item in prepared:
             print()
             before = dataclasses.replace(scorer.counts)
-            evaluate_task(item, scorer, recorder, progress=progress)
+            evaluate_task(item, scorer, recorder, progress=progress, show_stderr=args.show_stderr)
             reused = scorer.counts.minus(before)
             if reused.from_run or reused.from_cache:
                 print(f"    Reused {reused.from_run + reused.from_cache:,} of {reused.total:,} items "

@@ -5,6 +5,12 @@ statistics (``words``, ``bytes`` for language modelling; empty otherwise) and re
 float. Values are percentages for Accuracy/EM/F1 (as the GLM-130B harness printed them).
 Adding a metric = one function + one registry line at the bottom.
 
+For error bars and paired comparisons (``uncertainty.py``, ``evaluation/compare``) each
+metric also says how it decomposes over items: per-item numerators and denominators with
+``value = finish(sum(num) / sum(den))`` (an accuracy: 100 * correct over 1 each; a
+perplexity: each window's loss over its share of the words, finished by ``exp``), and
+whether its items are binary (0 or 100), which decides the interval used.
+
 EM/F1 use SQuAD normalisation (lower case, strip punctuation and English articles,
 collapse whitespace). Text with CJK characters is split into single characters (other
 runs stay whole words), the usual convention for Chinese reading comprehension
@@ -20,6 +26,8 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 Record = Mapping[str, object]
 MetricFn = Callable[[Sequence[Record], Mapping[str, float]], float]
@@ -108,17 +116,61 @@ def continuation_perplexity(records: Sequence[Record], stats: Mapping[str, float
         return math.inf
 
 
+# -- per-item decompositions ----------------------------------------------------------------
+ItemsFn = Callable[[Sequence[Record], Mapping[str, float]], tuple[np.ndarray, np.ndarray]]
+
+
+def _ones(values: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    array = np.asarray(values, dtype=np.float64)
+    return array, np.ones_like(array)
+
+
+def accuracy_items(records: Sequence[Record], stats: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    return _ones([100.0 * bool(r["correct"]) for r in records])
+
+
+def _best_items(score: Callable[[str, str], float]) -> ItemsFn:
+    def items(records: Sequence[Record], stats: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        return _ones([100.0 * max(score(str(r["prediction"]), str(t)) for t in r["targets"]) for r in records])  # type: ignore[union-attr]
+    return items
+
+
+def _window_items(total_key: str, scale: float = 1.0) -> ItemsFn:
+    """Each window's loss over its share of the file's words (bytes): shares proportional to
+    the tokens it scores, so the sums give exactly total loss / words (bytes)."""
+    def items(records: Sequence[Record], stats: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        loss = np.asarray([float(r["loss"]) for r in records], dtype=np.float64)  # type: ignore[arg-type]
+        tokens = np.asarray([float(r["scored_tokens"]) for r in records], dtype=np.float64)  # type: ignore[arg-type]
+        return loss, tokens / max(tokens.sum(), 1.0) * stats[total_key] * scale
+    return items
+
+
+def continuation_items(records: Sequence[Record], stats: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    return _ones([-float(r["loglikelihood"]) for r in records])  # type: ignore[arg-type]
+
+
+def _exp(value: float) -> float:
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf
+
+
 @dataclass(frozen=True)
 class Metric:
     fn: MetricFn
     task_types: tuple[str, ...]  # the record kinds it understands: mul, gen, lm, continuation
+    items: ItemsFn  # per-item (numerators, denominators); value = finish(sum(num) / sum(den))
+    finish: Callable[[float], float] = float
+    binary: bool = False  # items are 0 or 100: Wilson intervals and McNemar's test apply
+    higher_is_better: bool = True
 
 
 METRICS: dict[str, Metric] = {
-    "Accuracy": Metric(accuracy, ("mul", "gen", "continuation")),
-    "EM": Metric(exact_match, ("gen",)),
-    "F1": Metric(f1, ("gen",)),
-    "PPL": Metric(perplexity, ("lm",)),
-    "BPB": Metric(bits_per_byte, ("lm",)),
-    "ContinuationPPL": Metric(continuation_perplexity, ("continuation",)),
+    "Accuracy": Metric(accuracy, ("mul", "gen", "continuation"), accuracy_items, binary=True),
+    "EM": Metric(exact_match, ("gen",), _best_items(exact_match_score), binary=True),
+    "F1": Metric(f1, ("gen",), _best_items(f1_score)),
+    "PPL": Metric(perplexity, ("lm",), _window_items("words"), _exp, higher_is_better=False),
+    "BPB": Metric(bits_per_byte, ("lm",), _window_items("bytes", math.log(2)), higher_is_better=False),
+    "ContinuationPPL": Metric(continuation_perplexity, ("continuation",), continuation_items, _exp, higher_is_better=False),
 }

@@ -43,6 +43,7 @@ class BaseTaskConfig:
     max_seq_length: int = 2048
     file_pattern: Union[str, dict[str, str]] = "**/*.json*"
     micro_batch_size: int = 1
+    cluster_by: Optional[str] = None  # an item field shared by dependent items (a passage id): clustered error bars
 
     DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ()
 

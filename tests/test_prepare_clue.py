@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import copy
 import json
 from pathlib import Path
@@ -79,7 +81,11 @@ def test_ocnli_excludes_items_without_gold_label(tasks) -> None:
 def test_c3_items(tasks) -> None:
     dev = tasks["c3"].files["Passage_Question_Answer/mul/dev.jsonl"]
     assert dev[0] == {"inputs_pretokenized": "男：听说你们公司要派你去南方工作?\n女：是呀，虽说那边环境好，待遇也不错，可我还是觉得在家里最好。\n问题：他们在谈论什么?\n答案：",
-                      "choices_pretokenized": ["旅行", "坏境", "工作", "家庭"], "label": 2, "id": "47-275-0", "subset": "d"}
+                      "choices_pretokenized": ["旅行", "坏境", "工作", "家庭"], "label": 2, "id": "47-275-0", "subset": "d",
+                      "passage_id": "d/47-275"}
+    assert all(r["passage_id"] == f"{r['subset']}/{r['id'].rsplit('-', 1)[0]}" for r in dev)
+    per_passage = Counter(r["passage_id"] for r in dev)  # questions about one text share a cluster
+    assert max(per_passage.values()) > 1 and len(per_passage) < len(dev)
     assert dev[1825]["subset"] == "m" and dev[1825]["id"] == "11-67-0"  # d questions first, then m
     assert dev[1825]["choices_pretokenized"][dev[1825]["label"]] == "他是一个很虚心的人"
     listed = tasks["c3"].files["Read_And_Choose/mul/dev.jsonl"][0]["inputs_pretokenized"]

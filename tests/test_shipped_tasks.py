@@ -43,3 +43,12 @@ def test_suite_runs_five_items_on_the_tiny_model(suite: str, sample_data: Path, 
     assert code == 0, err
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert len(results["tasks"]) == len(list((ROOT / "tasks" / suite).glob("*.yaml")))
+
+
+def test_the_comparison_examples_validate(sample_data: Path, tiny_glm_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    """examples/compare-mmlu-formats reuse the quick start's task name, so each validates alone."""
+    from conftest import tiny_model_args
+
+    for yaml in sorted((ROOT / "examples" / "compare-mmlu-formats").glob("*.yaml")):
+        code = evaluate_main([str(yaml), "--data-path", str(sample_data), "--validate-only", *tiny_model_args(tiny_glm_dir)])
+        assert code == 0, capsys.readouterr().err

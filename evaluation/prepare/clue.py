@@ -196,10 +196,12 @@ def build_c3(raw_dir: Path) -> TaskData:
                         raise PrepareError(f"{path}: document {doc_id}, question {q + 1}: the answer is not among the choices")
                     fields = {"passage": "\n".join(paragraphs), "question": question["question"], "options": option_list(choices)}
                     items.append({"fields": fields, "choices": choices, "label": choices.index(question["answer"]),
-                                  "id": f"{doc_id}-{q}", "subset": subset})
+                                  "id": f"{doc_id}-{q}", "subset": subset, "passage_id": f"{subset}/{doc_id}"})
                     count += 1
             require_count(path, count, C3_COUNTS[(split, subset)], "questions")
-        files.update(classification_files(prompts, split, items, lambda it: {"id": it["id"], "subset": it["subset"]}))
+        # passage_id: the questions of one dialogue or text share it (tasks/clue/c3.yaml clusters by it)
+        files.update(classification_files(prompts, split, items, lambda it: {"id": it["id"], "subset": it["subset"],
+                                                                             "passage_id": it["passage_id"]}))
     return TaskData("c3", files, {s: C3_COUNTS[(s, "d")] + C3_COUNTS[(s, "m")] for s in ("dev", "test")}, SOURCES["c3"])
 
 

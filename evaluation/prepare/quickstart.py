@@ -6,7 +6,10 @@ of a 135M model on 2 CPU cores, real enough to print meaningful scores.
   beam search 16) on the first ``LAMBADA_GENERATION_ITEMS``, as beam search costs about
   ten times more per passage on CPU.
 * MMLU 0-shot in lm-evaluation-harness's prompt format, one subject per category
-  (``MMLU_SUBJECTS``: 408 questions).
+  (``MMLU_SUBJECTS``: 408 questions), and the same questions in the MMLU paper's format
+  (``MMLU_paper/``) and 5-shot in lm-evaluation-harness's format (``LM_eval_5shot/``): not
+  part of the quick start's tasks; ``examples/compare-mmlu-formats`` scores them, to show
+  ``python -m evaluation.compare`` on three prompt formats of the same questions).
 
 Built from the same converters as the full ``lambada`` and ``mmlu`` suites, whose full
 published counts are checked before anything is cut, so the items are exactly the first
@@ -42,7 +45,10 @@ def build(raw_dir: Path) -> list[TaskData]:
         n = LAMBADA_GENERATION_ITEMS if t.task == "lambada" else LAMBADA_ITEMS
         tasks.append(TaskData(t.task, {rel: content[:n] for rel, content in t.files.items()}, {"test": n}, t.source))
     zero_shot = next(t for t in full_mmlu if t.task == "0shot")
-    files = {f"LM_eval/mul/{category}/{subject}.jsonl": zero_shot.files[f"LM_eval/mul/{category}/{subject}.jsonl"]
-             for subject, category in MMLU_SUBJECTS.items()}
+    five_shot = next(t for t in full_mmlu if t.task == "5shot")
+    files = {f"{prompt}/mul/{category}/{subject}.jsonl": zero_shot.files[f"{prompt}/mul/{category}/{subject}.jsonl"]
+             for prompt in ("LM_eval", "MMLU_paper") for subject, category in MMLU_SUBJECTS.items()}
+    files.update({f"LM_eval_5shot/mul/{category}/{subject}.jsonl": five_shot.files[f"LM_eval/mul/{category}/{subject}.jsonl"]
+                  for subject, category in MMLU_SUBJECTS.items()})
     tasks.append(TaskData("mmlu_0shot", files, {s: zero_shot.expected[s] for s in MMLU_SUBJECTS}, zero_shot.source))
     return tasks
