@@ -85,8 +85,17 @@ class Watchdog:
         """Call on every rank after the rendezvous; returns once every rank has a heartbeat."""
         self.store.add(f"hb/{self.rank}", 1)
         self.context.barrier()  # every heartbeat key exists before anyone reads them
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._terminated)
         self._thread = threading.Thread(target=self._run, name="glm-eval-watchdog", daemon=True)
         self._thread.start()
+
+    def _terminated(self, signum: int, frame: Any) -> None:
+        """A launcher (torchrun, DeepSpeed) ends the siblings of a failed rank with SIGTERM:
+        say why, naming the failed rank when it has posted its failure."""
+        message = self.posted_failure()
+        reason = f"stopping because {message}" if message else "terminated by the launcher (SIGTERM)"
+        exit_now(f"error: {self.context.rank_name(self.rank)}: {reason}", 128 + signum)
 
     def stop(self) -> None:
         """A rank that finished normally is not a failed one: say so, then stop beating."""
