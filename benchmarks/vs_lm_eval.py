@@ -95,7 +95,8 @@ MC_SETS = {  # name -> (prepared file relative to DATA/bloom, shipped YAML of gl
     "openbookqa": ("openbookqa/lm_eval/mul/test.jsonl", "tasks/bloom/openbookqa.yaml"),
     "mathqa": ("mathqa/lm_eval/mul/test.jsonl", "tasks/bloom/mathqa.yaml"),
 }
-THRESHOLDS = {"acc_points": 0.1, "ppl_rel": 0.005, "loglik": 1e-3}
+THRESHOLDS = {"acc_points": 0.1, "ppl_rel": 0.005, "loglik": 1e-3, "identical_generations": 0.99}
+ALL_KEYS = ("lambada", "mmlu", "mc", "wsc", "gen")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,17 +345,24 @@ def worker_lm_eval(spec: dict[str, Any]) -> None:
         if rep == 0:
             entry.update(stats_delta(inst, before))
             samples: dict[str, list[dict[str, Any]]] = {}
+            generation = key == "gen"
             for name in names:
                 rows = []
                 for s in results["samples"][name]:
+                    if generation:  # generate_until: the decoded continuation, cut at the stop strings
+                        rows.append({"doc_id": s["doc_id"], "generated": s["filtered_resps"][0], "raw": s["resps"][0][0],
+                                     "exact_match": s.get("exact_match")})
+                        continue
                     resps = [[float(r[0]), bool(r[1])] for r in s["filtered_resps"]]
-                    rows.append({"doc_id": s["doc_id"], "arguments": [list(a) for a in s["arguments"]], "resps": resps, "acc": s.get("acc")})
+                    rows.append({"doc_id": s["doc_id"], "arguments": [list(a) for a in s["arguments"]], "resps": resps, "acc": s.get("acc"),
+                                 "acc_norm": s.get("acc_norm")})
                 rows.sort(key=lambda r: r["doc_id"])
                 samples[name] = rows
             entry["results"] = {n: {k: v for k, v in results["results"][n].items() if isinstance(v, (int, float, str))} for n in names}
             entry["n_samples"] = {n: len(samples[n]) for n in names}
             # the token ids lm-eval scored (outside the timed region), to diagnose any mismatch
-            entry["encodings"] = {n: [[lm._encode_pair(*a) for a in r["arguments"]] for r in samples[n]] for n in names}
+            if not generation:
+                entry["encodings"] = {n: [[lm._encode_pair(*a) for a in r["arguments"]] for r in samples[n]] for n in names}
             (out / f"samples_{key}.json").write_text(json.dumps(samples))
         print(f"[lm-eval] {key}: {wall_s:.1f}s (+ task setup {setup_s:.1f}s)", file=sys.stderr, flush=True)
         return wall_s
@@ -610,12 +618,49 @@ def build_workdir(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     (yaml_dir / "vs_mc.yaml").write_text(yaml_text("vs_mc", path, (
         "output_type: multiple_choice\ndoc_to_text: inputs_pretokenized\ndoc_to_target: label\n"
         f"doc_to_choice: \"{{{{choices_pretokenized}}}}\"\ntarget_delimiter: {json.dumps(delimiter)}\n"
-        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")))
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n")))
     plan["lm_eval_tasks"]["mc"] = ["vs_mc"]
     plan["our_yamls"]["mc"] = str(ROOT / our_yaml)
     task_name = {"openbookqa": "bloom-openbookqa", "mathqa": "bloom-mathqa"}[args.mc]
     plan["files"]["mc"] = {"vs_mc": (task_name, Path(rel_in_bloom).relative_to(args.mc).as_posix())}
     plan["mc_delimiter"] = delimiter
+
+    # WSC273 by partial scoring (lm-eval's "multiple input": doc_to_text returns the gold index,
+    # doc_to_choice the contexts, doc_to_target the shared continuation; ours: partial-scoring: true)
+    found = sorted((data / "llm-foundry/wsc273").glob("*/mul/test.jsonl"))
+    if not found:
+        raise SystemExit(f"no WSC273 data under {data / 'llm-foundry/wsc273'}")
+    rel = found[0].relative_to(data).as_posix()
+    path = copy(rel, args.wsc_limit)
+    (yaml_dir / "vs_wsc.yaml").write_text(yaml_text("vs_wsc", path, (
+        "output_type: multiple_choice\ndoc_to_text: label\ndoc_to_choice: contexts_pretokenized\n"
+        "doc_to_target: continuation_pretokenized\ntarget_delimiter: \"\"\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n")))
+    plan["lm_eval_tasks"]["wsc"] = ["vs_wsc"]
+    plan["our_yamls"]["wsc"] = str(ROOT / "tasks/llm-foundry/wsc273.yaml")
+    plan["files"]["wsc"] = {"vs_wsc": ("llm-foundry-wsc273", Path(rel).relative_to("llm-foundry/wsc273").as_posix())}
+
+    # TriviaQA, greedy generate_until with the stop strings and length of our shipped YAML
+    import yaml
+
+    gen_config = yaml.safe_load((ROOT / "tasks/llm-foundry/triviaqa.yaml").read_text())
+    found = sorted((data / "llm-foundry/triviaqa").glob("*/gen/test.jsonl"))
+    if not found:
+        raise SystemExit(f"no TriviaQA data under {data / 'llm-foundry/triviaqa'}")
+    rel = found[0].relative_to(data).as_posix()
+    path = copy(rel, args.gen_limit)
+    until = gen_config["until"]
+    (yaml_dir / "vs_gen.yaml").write_text(yaml_text("vs_gen", path, (
+        "output_type: generate_until\ndoc_to_text: inputs_pretokenized\ndoc_to_target: targets_pretokenized\n"
+        f"generation_kwargs:\n  until: {json.dumps(until)}\n  do_sample: false\n  max_gen_toks: {gen_config['max-gen-length']}\n"
+        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+        "    ignore_case: true\n    ignore_punctuation: true\n")))
+    plan["lm_eval_tasks"]["gen"] = ["vs_gen"]
+    plan["our_yamls"]["gen"] = str(ROOT / "tasks/llm-foundry/triviaqa.yaml")
+    plan["files"]["gen"] = {"vs_gen": ("llm-foundry-triviaqa", Path(rel).relative_to("llm-foundry/triviaqa").as_posix())}
+    plan["gen_until"] = until
     return plan
 
 
@@ -635,7 +680,10 @@ def compare(plan: dict[str, Any], run_dir: Path, lm_dir: Path) -> tuple[dict[str
     out: dict[str, Any] = {}
     for key, files in plan["files"].items():
         samples = json.loads((lm_dir / f"samples_{key}.json").read_text())
-        ours_ll, lm_ll, ours_ok, lm_ok = [], [], [], []
+        if key == "gen":
+            out[key] = compare_generation(files, samples, run_dir, lm_report, notes)
+            continue
+        ours_ll, lm_ll, ours_ok, lm_ok, ours_norm, lm_norm = [], [], [], [], [], []
         max_diff, worst, over, units = 0.0, None, 0, 0
         for lm_task, (our_task, relative) in files.items():
             recs = our_records(run_dir, our_task, relative)
@@ -652,6 +700,9 @@ def compare(plan: dict[str, Any], run_dir: Path, lm_dir: Path) -> tuple[dict[str
                     a, b = [float(s) for s in rec["scores"]], [r[0] for r in row["resps"]]
                     ours_ok.append(bool(rec["correct"]))
                     lm_ok.append(bool(row["acc"]) if row["acc"] is not None else max(range(len(b)), key=b.__getitem__) == rec["target"])
+                    if row.get("acc_norm") is not None:  # ours from the saved records' choice lengths, as the metric does
+                        ours_norm.append(bool(METRICS_NORM(rec)))
+                        lm_norm.append(bool(row["acc_norm"]))
                 for j, (x, y) in enumerate(zip(a, b)):
                     units += 1
                     over += abs(x - y) > THRESHOLDS["loglik"]
@@ -660,6 +711,8 @@ def compare(plan: dict[str, Any], run_dir: Path, lm_dir: Path) -> tuple[dict[str
         n = len(ours_ok)
         entry = {"n": n, "over": over, "units": units, "acc_ours": sum(ours_ok) / n, "acc_lm": sum(lm_ok) / n, "max_ll_diff": max_diff, "worst": worst,
                  "disagree": sum(x != y for x, y in zip(ours_ok, lm_ok))}
+        if lm_norm:
+            entry.update(norm_ours=sum(ours_norm) / n, norm_lm=sum(lm_norm) / n, norm_disagree=sum(x != y for x, y in zip(ours_norm, lm_norm)))
         if key == "lambada":
             entry["ppl_ours"] = math.exp(-sum(ours_ll) / n)
             entry["ppl_lm"] = math.exp(-sum(lm_ll) / n)
@@ -675,6 +728,42 @@ def compare(plan: dict[str, Any], run_dir: Path, lm_dir: Path) -> tuple[dict[str
                 notes.append(f"{key}: lm-eval's reported {name[:3]} {entry[name]} differs from the one from its samples {mine}")
         out[key] = entry
     return out, notes
+
+
+def METRICS_NORM(record: dict[str, Any]) -> bool:  # noqa: N802 (reads like the metric it calls)
+    """Whether our AccuracyNorm counts this record right (the registry's own per-item rule)."""
+    from evaluation.metrics import METRICS
+
+    return bool(METRICS["AccuracyNorm"].items([record], {})[0][0] > 0)
+
+
+def compare_generation(files: dict[str, Any], samples: dict[str, Any], run_dir: Path, lm_report: dict[str, Any],
+                       notes: list[str]) -> dict[str, Any]:
+    """Greedy generate_until: the generated strings item by item, and exact match three ways:
+    ours (SQuAD normalisation), lm-eval's own exact_match (case and punctuation ignored, articles
+    kept), and ours applied to lm-eval's strings (which isolates the harness from the metric)."""
+    from evaluation.metrics import METRICS
+
+    identical, differ, n = 0, [], 0
+    ours_em, lm_em, ours_on_lm = [], [], []
+    for lm_task, (our_task, relative) in files.items():
+        recs = our_records(run_dir, our_task, relative)
+        rows = samples[lm_task]
+        if len(recs) != len(rows):
+            raise SystemExit(f"gen: {len(recs)} items in ours, {len(rows)} in lm-eval ({relative})")
+        for rec, row in zip(recs, rows):
+            n += 1
+            if rec["prediction"] == row["generated"]:
+                identical += 1
+            else:
+                differ.append((row["doc_id"], rec["prediction"], row["generated"], rec.get("generated_text")))
+            ours_em.append(METRICS["EM"].items([rec], {})[0][0] / 100)
+            ours_on_lm.append(METRICS["EM"].items([{**rec, "prediction": row["generated"]}], {})[0][0] / 100)
+            lm_em.append(float(row["exact_match"]) if row.get("exact_match") is not None else math.nan)
+    for doc, mine, theirs, full in differ[:5]:
+        notes.append(f"gen item {doc}: glm-eval {mine!r} vs lm-eval {theirs!r} (glm-eval's text before the cut: {full!r})")
+    return {"n": n, "identical": identical, "differ": len(differ), "em_ours": sum(ours_em) / n, "em_ours_on_lm": sum(ours_on_lm) / n,
+            "em_lm": sum(lm_em) / n}
 
 
 def our_reported(run_dir: Path) -> dict[str, Any]:
@@ -705,8 +794,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="asis: glm-eval reads the prepared choices as they are (no leading space) and lm-eval adds its "
                              "usual ' ' delimiter; lead: the copy both read gets ' ' + choice (lm-eval delimiter '')")
     parser.add_argument("--report-only", action="store_true", help=argparse.SUPPRESS)  # re-print the last run's tables
-    parser.add_argument("--tasks", nargs="+", choices=["lambada", "mmlu", "mc"], default=["lambada", "mmlu", "mc"],
-                        help="which of the three comparisons to run (default: all)")
+    parser.add_argument("--wsc-limit", type=int, default=273, help="WSC273 items (default 273: all)")
+    parser.add_argument("--gen-limit", type=int, default=300, help="TriviaQA items for generate_until (default 300)")
+    parser.add_argument("--tasks", nargs="+", choices=list(ALL_KEYS), default=list(ALL_KEYS),
+                        help="which comparisons to run (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lm-eval-batch-size", default="16", help="lm-eval --batch_size (default 16)")
     parser.add_argument("--our-batch-tokens", type=int, default=None, help="glm-eval --max-batch-tokens (default: the backend's)")
@@ -751,13 +842,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", "convert", str(model_dir)], env=env, check=True)
     data = Path(args.data)
     print(f"> Preparing data into {data} (suites written by other converter code are rebuilt)")
-    subprocess.run([sys.executable, "-m", "evaluation.prepare", "--if-stale", "--raw", args.raw, "--out", str(data), "lambada", "mmlu", "bloom"],
+    subprocess.run([sys.executable, "-m", "evaluation.prepare", "--if-stale", "--raw", args.raw, "--out", str(data), "lambada", "mmlu", "bloom", "llm-foundry"],
                    cwd=str(ROOT), check=True, stdout=subprocess.DEVNULL)
     plan = build_workdir(args, work)
     for part in ("lm_eval_tasks", "our_yamls", "files"):
         plan[part] = {k: v for k, v in plan[part].items() if k in args.tasks}
     print(f"> Items: LAMBADA {args.limit}, MMLU {len(args.mmlu_subjects)} subjects x <= {args.mmlu_limit}, "
-          f"{args.mc} {args.mc_limit}; model {model_dir}; {args.threads} threads, fp32, CPU")
+          f"{args.mc} {args.mc_limit}, WSC273 {args.wsc_limit}, TriviaQA {args.gen_limit}; model {model_dir}; {args.threads} threads, fp32, CPU")
     print(f"> {args.mc} choices with a leading space in the data glm-eval reads: {plan['mc_choices_leading_space']} -> lm-eval "
           f"target_delimiter {json.dumps(plan['mc_delimiter'])}")
 
@@ -767,7 +858,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.our_bos_flags:
         model_flags += args.our_bos_flags.format(bos={"default": "auto", "add": "yes", "none": "no"}[args.bos]).split()
     lm_dir, ours_dir = work / "lm_eval_out", work / "ours_out"
-    keys = [k for k in ("lambada", "mmlu", "mc") if k in args.tasks]
+    keys = [k for k in ALL_KEYS if k in args.tasks]
     if args.report_only:
         times = json.loads((work / "times.json").read_text())
         return report(args, plan, keys, times, lm_dir, ours_dir, work, model_flags, wall_start)
@@ -822,12 +913,30 @@ def report(args: argparse.Namespace, plan: dict[str, Any], keys: list[str], time
         c = comparison[key]
         ours_s, lm_s = min(times[key]["ours"]), min(times[key]["lm"])
         speed[key] = lm_s / ours_s
+        if key == "gen":
+            share = c["identical"] / c["n"]
+            ok &= share >= THRESHOLDS["identical_generations"]
+            rows.append([f"triviaqa generate_until {json.dumps(plan['gen_until'])}", str(c["n"]), "identical strings",
+                         f"{c['identical']}/{c['n']}", f"{share * 100:.1f}%", "", "", f"{ours_s:.1f}", f"{lm_s:.1f}", f"{speed[key]:.2f}x"])
+            rows.append(["", "", "EM % (our metric)", f"{c['em_ours'] * 100:.2f}", f"{c['em_ours_on_lm'] * 100:.2f}",
+                         f"{(c['em_ours'] - c['em_ours_on_lm']) * 100:+.2f}", "", "", "", ""])
+            rows.append(["", "", "EM % (lm-eval's exact_match)", "", f"{c['em_lm'] * 100:.2f}", "", "", "", "", ""])
+            if c["differ"]:
+                notes.append(f"gen: {c['differ']} of {c['n']} generated strings differ (first ones above)")
+            continue
         acc_diff = (c["acc_ours"] - c["acc_lm"]) * 100
         ll_ok = c["max_ll_diff"] <= THRESHOLDS["loglik"]
         ok &= abs(acc_diff) <= THRESHOLDS["acc_points"] and ll_ok
-        label = {"lambada": "lambada_openai", "mmlu": f"mmlu 0-shot ({len(args.mmlu_subjects)} subj.)", "mc": args.mc}[key]
+        label = {"lambada": "lambada_openai", "mmlu": f"mmlu 0-shot ({len(args.mmlu_subjects)} subj.)", "mc": args.mc,
+                 "wsc": "wsc273 (partial scoring)"}[key]
         rows.append([label, str(c["n"]), "acc %", f"{c['acc_ours'] * 100:.2f}", f"{c['acc_lm'] * 100:.2f}", f"{acc_diff:+.2f}",
                      f"{c['max_ll_diff']:.1e}", f"{ours_s:.1f}", f"{lm_s:.1f}", f"{speed[key]:.2f}x"])
+        if "norm_ours" in c:
+            norm_diff = (c["norm_ours"] - c["norm_lm"]) * 100
+            ok &= abs(norm_diff) <= THRESHOLDS["acc_points"]
+            rows.append(["", "", "acc_norm %", f"{c['norm_ours'] * 100:.2f}", f"{c['norm_lm'] * 100:.2f}", f"{norm_diff:+.2f}", "", "", "", ""])
+            if c["norm_disagree"]:
+                notes.append(f"{key}: {c['norm_disagree']} item(s) judged differently by acc_norm")
         if key == "lambada":
             rel = (c["ppl_ours"] - c["ppl_lm"]) / c["ppl_lm"]
             ok &= abs(rel) <= THRESHOLDS["ppl_rel"]
@@ -864,7 +973,7 @@ def report(args: argparse.Namespace, plan: dict[str, Any], keys: list[str], time
         print()
         print_profile(ours_report, lm_report, times, ours_dir)
     print(f"\n(total {time.time() - wall_start:.0f}s; work folder {work})")
-    ratio = " ".join(f"{k}={speed[k]:.2f}" if k in speed else f"{k}=n/a" for k in ("lambada", "mmlu", "mc"))
+    ratio = " ".join(f"{k}={speed[k]:.2f}" if k in speed else f"{k}=n/a" for k in ALL_KEYS)
     print(f"parity={'ok' if ok else 'fail'} speedup {ratio}")
     return 0 if ok else 1
 

@@ -142,7 +142,8 @@ def prepare_tasks(args: argparse.Namespace, spec: ModelSpec | HFModelSpec) -> tu
     for item in loaded:
         if args.micro_batch_size is not None:
             item.config.micro_batch_size = args.micro_batch_size
-        task = item.task_class(item.config, tokenizer, limit=args.limit, model_max_length=spec.max_sequence_length)
+        task = item.task_class(item.config, tokenizer, limit=args.limit, model_max_length=spec.max_sequence_length,
+                               data_root=item.data_root)
         data = {}
         for group, files in item.files.items():
             data[group] = []

@@ -11,10 +11,21 @@ metric also says how it decomposes over items: per-item numerators and denominat
 perplexity: each window's loss over its share of the words, finished by ``exp``), and
 whether its items are binary (0 or 100), which decides the interval used.
 
+Some metrics are not sums over items: MCC, macro-F1 and the micro precision / recall / F1
+are functions of the confusion table of a file. Their ``items`` give each item's (target,
+prediction) and ``statistic`` computes the value from those two arrays; error bars and
+comparisons then resample items (or clusters) and recompute the statistic.
+
 EM/F1 use SQuAD normalisation (lower case, strip punctuation and English articles,
 collapse whitespace). Text with CJK characters is split into single characters (other
 runs stay whole words), the usual convention for Chinese reading comprehension
-(CMRC2018, DRCD), where whitespace tokens would make F1 meaningless.
+(CMRC2018, DRCD), where whitespace tokens would make F1 meaningless. ROUGE uses the same
+rule through its own tokenizer (``CJKRougeTokenizer``).
+
+The normalised accuracies (lm-evaluation-harness's ``acc_norm`` and ``acc_bytes``, and a
+per-token variant) re-rank an item's choices by log-probability per character, UTF-8 byte
+or token; the lengths are in every multiple-choice record (``tasks.choice_lengths``), so
+they are computed from saved predictions without rescoring.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import string
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -85,6 +96,141 @@ def exact_match(records: Sequence[Record], stats: Mapping[str, float]) -> float:
 
 def f1(records: Sequence[Record], stats: Mapping[str, float]) -> float:
     return _best_over_targets(f1_score, records)
+
+
+def _normalised_correct(records: Sequence[Record], length_key: str) -> list[bool]:
+    """Per record: whether argmax of score / length is the target (a length of 0 counts as 1)."""
+    out = []
+    for r in records:
+        scores = np.asarray(r["scores"], dtype=np.float64)  # type: ignore[arg-type]
+        lengths = np.maximum(np.asarray(r[length_key], dtype=np.float64), 1.0)  # type: ignore[arg-type]
+        out.append(int(np.argmax(scores / lengths)) == r["target"])
+    return out
+
+
+def _normalised_accuracy(length_key: str) -> MetricFn:
+    def metric(records: Sequence[Record], stats: Mapping[str, float]) -> float:
+        return 100.0 * sum(_normalised_correct(records, length_key)) / max(len(records), 1)
+    metric.__doc__ = f"Accuracy of argmax(summed log-prob / {length_key}) (lm-eval's acc_norm family)."
+    return metric
+
+
+def _normalised_items(length_key: str) -> "ItemsFn":
+    def items(records: Sequence[Record], stats: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        return _ones([100.0 * c for c in _normalised_correct(records, length_key)])
+    return items
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def last_number(text: str) -> Optional[float]:
+    """The last number written in ``text`` (thousands commas allowed), or None."""
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def number_match_score(prediction: str, truth: str) -> float:
+    """1 when the last number of the prediction equals the target's number (GSM8K, SVAMP:
+    "... The answer is 18." scores against "18"; "18.0" and "1,800" are read as numbers)."""
+    predicted, expected = last_number(prediction), last_number(truth)
+    return float(predicted is not None and expected is not None and math.isclose(predicted, expected, rel_tol=0.0, abs_tol=1e-9))
+
+
+class CJKRougeTokenizer:
+    """rouge-score's default tokenizer keeps only ``[a-z0-9]`` runs, so Chinese text would
+    score 0. This one lower-cases, splits every CJK character off as its own token and keeps
+    other runs of letters or digits whole (``answer_tokens``' rule, without removing articles)."""
+
+    _WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+    def tokenize(self, text: str) -> list[str]:
+        text = unicodedata.normalize("NFKC", text).lower()
+        return [t for chunk in self._WORD.findall(_CJK.sub(r" \1 ", text)) for t in chunk.split()]
+
+
+_ROUGE_SCORERS: dict[str, Any] = {}
+
+
+def rouge_score(kind: str) -> Callable[[str, str], float]:
+    """F-measure of ROUGE-``kind`` (``rouge1``, ``rouge2``, ``rougeL``) of one prediction."""
+    def score(prediction: str, truth: str) -> float:
+        if kind not in _ROUGE_SCORERS:
+            from rouge_score import rouge_scorer  # the package's n-gram and LCS code; our tokenizer
+
+            _ROUGE_SCORERS[kind] = rouge_scorer.RougeScorer([kind], tokenizer=CJKRougeTokenizer())
+        return float(_ROUGE_SCORERS[kind].score(truth, prediction)[kind].fmeasure)
+    return score
+
+
+def _best_metric(score: Callable[[str, str], float]) -> MetricFn:
+    def metric(records: Sequence[Record], stats: Mapping[str, float]) -> float:
+        return _best_over_targets(score, records)
+    return metric
+
+
+# -- confusion-table metrics (single-label classification over an item's choices) ------------
+def confusion(targets: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """[true class, predicted class] counts over the classes seen in either array."""
+    targets, predictions = targets.astype(np.int64), predictions.astype(np.int64)
+    size = int(max(targets.max(initial=0), predictions.max(initial=0))) + 1
+    return np.bincount(targets * size + predictions, minlength=size * size).reshape(size, size).astype(np.float64)
+
+
+def mcc_statistic(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """Matthews correlation x 100, multi-class (Gorodkin's R_K, scikit-learn's
+    ``matthews_corrcoef``): 0 when a marginal is constant, as there."""
+    table = confusion(targets, predictions)
+    total, correct = table.sum(), np.trace(table)
+    true, predicted = table.sum(axis=1), table.sum(axis=0)
+    denominator = math.sqrt((total * total - predicted @ predicted) * (total * total - true @ true))
+    return 0.0 if denominator == 0 else 100.0 * float(correct * total - true @ predicted) / denominator
+
+
+def macro_f1_statistic(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """Unweighted mean of the per-class F1 x 100 over the classes that occur as a target or a
+    prediction (scikit-learn's ``f1_score(average="macro")``)."""
+    table = confusion(targets, predictions)
+    tp = np.diag(table)
+    present = (table.sum(axis=1) + table.sum(axis=0)) > 0
+    denominator = table.sum(axis=1) + table.sum(axis=0)
+    f1_per_class = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return 100.0 * float(f1_per_class[present].mean()) if present.any() else 0.0
+
+
+def _micro(part: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """Micro-averaged precision / recall / F1 x 100 over every class: summed true positives
+    over summed predictions (or targets). With one label per item and every class counted,
+    all three equal the accuracy (each wrong item is one false positive and one false
+    negative); they are here because the GLM-130B harness reports them."""
+    def statistic(targets: np.ndarray, predictions: np.ndarray) -> float:
+        table = confusion(targets, predictions)
+        tp = float(np.trace(table))
+        precision = tp / max(float(table.sum(axis=0).sum()), 1.0)
+        recall = tp / max(float(table.sum(axis=1).sum()), 1.0)
+        if part == "precision":
+            return 100.0 * precision
+        if part == "recall":
+            return 100.0 * recall
+        return 0.0 if precision + recall == 0 else 100.0 * 2 * precision * recall / (precision + recall)
+    return statistic
+
+
+def _table_items(records: Sequence[Record], stats: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    return (np.asarray([float(r["target"]) for r in records], dtype=np.float64),  # type: ignore[arg-type]
+            np.asarray([float(r["prediction"]) for r in records], dtype=np.float64))  # type: ignore[arg-type]
+
+
+def _table_metric(statistic: Callable[[np.ndarray, np.ndarray], float]) -> MetricFn:
+    def metric(records: Sequence[Record], stats: Mapping[str, float]) -> float:
+        return statistic(*_table_items(records, stats)) if records else 0.0
+    metric.__doc__ = statistic.__doc__
+    return metric
 
 
 def _total_loss(records: Sequence[Record]) -> float:
@@ -164,6 +310,20 @@ class Metric:
     finish: Callable[[float], float] = float
     binary: bool = False  # items are 0 or 100: Wilson intervals and McNemar's test apply
     higher_is_better: bool = True
+    # Confusion-table metrics: ``items`` gives (targets, predictions) and the value is
+    # ``statistic(targets, predictions)``, not a ratio of sums (see the module doc).
+    statistic: Optional[Callable[[np.ndarray, np.ndarray], float]] = None
+
+
+def value_of(metric: Metric, num: np.ndarray, den: np.ndarray) -> float:
+    """A metric's value from its per-item decomposition (``Metric.items``)."""
+    if metric.statistic is not None:
+        return float(metric.statistic(num, den)) if len(num) else 0.0
+    return metric.finish(float(num.sum() / den.sum()))
+
+
+def _table(statistic: Callable[[np.ndarray, np.ndarray], float]) -> Metric:
+    return Metric(_table_metric(statistic), ("mul",), _table_items, statistic=statistic)
 
 
 METRICS: dict[str, Metric] = {
@@ -173,4 +333,16 @@ METRICS: dict[str, Metric] = {
     "PPL": Metric(perplexity, ("lm",), _window_items("words"), _exp, higher_is_better=False),
     "BPB": Metric(bits_per_byte, ("lm",), _window_items("bytes", math.log(2)), higher_is_better=False),
     "ContinuationPPL": Metric(continuation_perplexity, ("continuation",), continuation_items, _exp, higher_is_better=False),
+    "AccuracyNorm": Metric(_normalised_accuracy("choice_chars"), ("mul",), _normalised_items("choice_chars"), binary=True),
+    "AccuracyNormTokens": Metric(_normalised_accuracy("choice_tokens"), ("mul",), _normalised_items("choice_tokens"), binary=True),
+    "AccuracyNormBytes": Metric(_normalised_accuracy("choice_bytes"), ("mul",), _normalised_items("choice_bytes"), binary=True),
+    "NumberEM": Metric(_best_metric(number_match_score), ("gen",), _best_items(number_match_score), binary=True),
+    "ROUGE-1": Metric(_best_metric(rouge_score("rouge1")), ("gen",), _best_items(rouge_score("rouge1"))),
+    "ROUGE-2": Metric(_best_metric(rouge_score("rouge2")), ("gen",), _best_items(rouge_score("rouge2"))),
+    "ROUGE-L": Metric(_best_metric(rouge_score("rougeL")), ("gen",), _best_items(rouge_score("rougeL"))),
+    "MCC": _table(mcc_statistic),
+    "MacroF1": _table(macro_f1_statistic),
+    "MicroPrecision": _table(_micro("precision")),
+    "MicroRecall": _table(_micro("recall")),
+    "MicroF1": _table(_micro("f1")),
 }

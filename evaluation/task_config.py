@@ -26,6 +26,7 @@ from .errors import Problem
 
 TASK_TYPES = ("mul", "gen", "lm", "continuation", "other")
 SAMPLING_STRATEGIES = ("BaseStrategy", "BeamSearchStrategy")
+FEWSHOT_SAMPLERS = ("first", "random")
 
 
 @dataclass
@@ -44,6 +45,16 @@ class BaseTaskConfig:
     file_pattern: Union[str, dict[str, str]] = "**/*.json*"
     micro_batch_size: int = 1
     cluster_by: Optional[str] = None  # an item field shared by dependent items (a passage id): clustered error bars
+    # Few-shot prompts built at load time (evaluation/fewshot.py): num_fewshot examples from
+    # fewshot_source ("self": the same file without the item; else a path template relative
+    # to the task's data folder, {dir} {name} {stem} of the data file), chosen by
+    # fewshot_sampler ("first" in file order, or "random" with a per-item seed).
+    num_fewshot: int = 0
+    fewshot_source: Optional[str] = None
+    fewshot_sampler: str = "random"
+    fewshot_seed: int = 1234
+    fewshot_separator: str = "\n\n"
+    target_delimiter: str = ""  # between an example's context and its answer
 
     DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ()
 
@@ -65,11 +76,22 @@ class BaseTaskConfig:
         for name in ("max_seq_length", "micro_batch_size"):
             if getattr(self, name) < 1:
                 problems.append((name, f"must be >= 1, got {getattr(self, name)}"))
+        if self.num_fewshot < 0:
+            problems.append(("num_fewshot", f"must be >= 0, got {self.num_fewshot}"))
+        if self.num_fewshot > 0 and not self.fewshot_source:
+            problems.append(("num_fewshot", "few-shot examples need a fewshot_source ('self', or a file path template such as '../dev/{dir}/{name}')"))
+        if self.fewshot_sampler not in FEWSHOT_SAMPLERS:
+            problems.append(("fewshot_sampler", f"must be one of {list(FEWSHOT_SAMPLERS)}, got {self.fewshot_sampler!r}"))
         return problems
 
 
 @dataclass
 class MultiChoiceTaskConfig(BaseTaskConfig):
+    # lm-eval's "multiple input" (WinoGrande): the choices are alternative contexts
+    # (item field contexts_pretokenized) before one shared continuation
+    # (continuation_pretokenized); each choice scores log p(continuation | context).
+    partial_scoring: bool = False
+
     DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ("Accuracy",)
 
 
@@ -81,6 +103,7 @@ class GenerationTaskConfig(BaseTaskConfig):
     no_repeat_ngram_size: int = 3
     min_gen_length: int = 0
     max_gen_length: int = 128
+    until: list[str] = field(default_factory=list)  # stop strings (lm-eval generate_until), cut from the decoded text
 
     DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ("EM", "F1")
 
@@ -94,6 +117,8 @@ class GenerationTaskConfig(BaseTaskConfig):
         for name in ("no_repeat_ngram_size", "min_gen_length"):
             if getattr(self, name) < 0:
                 problems.append((name, f"must be >= 0, got {getattr(self, name)}"))
+        if any(not stop for stop in self.until):
+            problems.append(("until", "a stop string must not be empty"))
         if self.min_gen_length > self.max_gen_length:
             problems.append(("min_gen_length", f"{self.min_gen_length} exceeds max_gen_length {self.max_gen_length}"))
         limit = self.effective_max_length(model_max_length)
@@ -110,6 +135,8 @@ class LanguageModelTaskConfig(BaseTaskConfig):
 
     def check(self, model_max_length: Optional[int] = None) -> list[tuple[str, str]]:
         problems = super().check(model_max_length)
+        if self.num_fewshot:
+            problems.append(("num_fewshot", "language modelling scores raw text: it has no few-shot prompts"))
         limit = self.effective_max_length(model_max_length)
         if not 1 <= self.generation_length < limit - 1:
             problems.append(("generation_length", f"must be in [1, {limit - 1}) for a sequence of {limit}, got {self.generation_length}"))
@@ -354,6 +381,18 @@ def resolve_files(config: BaseTaskConfig, yaml_path: Path, data_path: Path, writ
             problem(f"group {group!r}: pattern {pattern!r} matches no file under {root}", "file_pattern")
             continue
         files[group] = matched
+    if config.num_fewshot > 0 and config.fewshot_source and config.fewshot_source != "self":
+        from .fewshot import source_path  # local: fewshot imports this module
+
+        for path in (p for matched in files.values() for p in matched):
+            try:
+                source = source_path(config, root, path)
+            except ValueError as exc:
+                problem(str(exc), "fewshot_source")
+                break
+            if source is not None and not source.is_file():
+                problem(f"the few-shot source of {path.relative_to(root)} is {source}, which does not exist", "fewshot_source")
+                break
     return (root, files) if len(files) == len(config.groups()) else None
 
 

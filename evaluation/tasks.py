@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .aggregation import FileScore
 from .data import ItemError, check_ids, list_of_texts_or_ids, parse_items, require, text_or_ids
 from .errors import InputError, Problem
+from .fewshot import PromptBuilder
 from .metrics import METRICS, exact_match_score
 from .scoring.decoding import DecodingSettings
 from .scoring.api import EncodingOptions, Scorer
@@ -35,6 +36,7 @@ class FileData:
     items: list[Any]
     lines: list[int]
     stats: dict[str, float] = field(default_factory=dict)
+    sources: list[Path] = field(default_factory=list)  # other files its prompts read (few-shot examples)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -47,11 +49,13 @@ class BaseTask:
     metric_type: ClassVar[str] = "mul"
 
     def __init__(self, config: BaseTaskConfig, tokenizer: GLM130BTokenizer, limit: Optional[int] = None,
-                 model_max_length: Optional[int] = None) -> None:
+                 model_max_length: Optional[int] = None, data_root: Optional[Path] = None) -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.limit = limit  # score only the first N items (smoke tests); the whole file is still validated
         self.max_length = config.effective_max_length(model_max_length)
+        self.data_root = data_root  # the task's data folder: few-shot source templates are relative to it
+        self._prompts: Optional[PromptBuilder] = None
 
     @property
     def options(self) -> EncodingOptions:
@@ -59,8 +63,17 @@ class BaseTask:
         return EncodingOptions(c.use_task_mask, c.unidirectional, c.use_multitask_encoding, c.max_seq_length)
 
     def load_file(self, path: Path) -> FileData:
-        parsed = parse_items(path, self.load_item)[: self.limit]
-        return FileData(path, [item for _, item in parsed], [line for line, _ in parsed])
+        builder = self.prompt_builder()
+        prompt = builder.for_file(path)
+        parsed = parse_items(path, lambda raw: self.load_item(prompt(raw)))[: self.limit]
+        return FileData(path, [item for _, item in parsed], [line for line, _ in parsed], sources=builder.sources(path))
+
+    def prompt_builder(self) -> PromptBuilder:
+        """Item description and few-shot examples (``fewshot.py``), applied to each raw item
+        before ``load_item`` tokenizes it."""
+        if self._prompts is None:
+            self._prompts = PromptBuilder(self.config, self.metric_type, self.data_root)
+        return self._prompts
 
     def load_item(self, raw: dict[str, Any]) -> Any:
         raise NotImplementedError
@@ -90,13 +103,38 @@ class MultiChoiceItem:
     context: list[int]
     choices: list[list[int]]
     label: int
+    choice_texts: Optional[list[str]] = None  # what AccuracyNorm measures (``choice_lengths``); None: from the raw item
+    contexts: Optional[list[list[int]]] = None  # partial scoring: one context per choice, ``choices`` = [continuation]
+
+
+def choice_lengths(texts: Sequence[str], token_counts: Sequence[int]) -> dict[str, list[int]]:
+    """The lengths the normalised accuracies divide by, kept in every record so that they are
+    computed from the predictions without rescoring. Characters and UTF-8 bytes are those of
+    the choice text as the data writes it, less one leading space (lm-evaluation-harness's
+    target delimiter: its ``acc_norm`` divides by ``len(choice)`` of the bare choice), so GLM
+    (which scores the bare choice after [MASK]) and a causal model (which scores " " + choice)
+    divide by the same numbers. Tokens are the ones the backend scored."""
+    bare = [t[1:] if t.startswith(" ") else t for t in texts]
+    return {"choice_chars": [len(t) for t in bare], "choice_bytes": [len(t.encode("utf-8")) for t in bare],
+            "choice_tokens": list(token_counts)}
 
 
 class MultiChoiceTask(BaseTask):
-    """Argmax over summed choice log-probs; all choices packed in one sequence."""
+    """Argmax over summed choice log-probs; all choices packed in one sequence.
+
+    With ``partial_scoring: true`` (lm-evaluation-harness's "multiple input", its WinoGrande
+    protocol) the choices are alternative *contexts*: items give ``contexts_pretokenized``
+    (a list of strings), ``continuation_pretokenized`` (one string, written as it follows
+    each context, e.g. with its leading space) and ``label`` (the right context). Choice i
+    scores log p(continuation | context i): a ``continuation_scores`` request per context,
+    so GLM puts each context before its [MASK]/[gMASK] and scores the continuation in the
+    blank, and a causal model scores it after the context. Records are those of plain
+    multiple choice; their choice lengths are the contexts' (as lm-eval's ``acc_norm``, which
+    divides by the lengths of ``doc_to_choice``, the contexts, in this mode)."""
 
     config_class = MultiChoiceTaskConfig
     metric_type = "mul"
+    config: MultiChoiceTaskConfig
 
     def context_and_choices(self, raw: dict[str, Any]) -> tuple[list[int], list[list[int]]]:
         """Token ids of an item's context and choices. When both are text, the tokenizer's
@@ -115,28 +153,74 @@ class MultiChoiceTask(BaseTask):
             choice_ids = [self.tokenizer.tokenize(c) if isinstance(c, str) else c for c in choices]
         return context, [c if c else [self.tokenizer.eop_id] for c in choice_ids]
 
+    def contexts_and_continuation(self, raw: dict[str, Any]) -> tuple[list[list[int]], list[list[int]], list[str]]:
+        """Partial scoring: per context, its ids and the continuation's ids (lm-eval's joint rule)."""
+        contexts = require(raw, "contexts_pretokenized")
+        if not isinstance(contexts, list) or not contexts or not all(isinstance(c, str) for c in contexts):
+            raise ItemError("must be a non-empty list of strings (the alternative contexts)", "contexts_pretokenized")
+        continuation = require(raw, "continuation_pretokenized")
+        if not isinstance(continuation, str) or not continuation:
+            raise ItemError("must be a non-empty string (the continuation shared by every context)", "continuation_pretokenized")
+        pairs = [encode_context_and_target(self.tokenizer.tokenize, c, continuation) for c in contexts]
+        if any(not target for _, target in pairs):
+            raise ItemError("the continuation has no tokens", "continuation_pretokenized")
+        return [c for c, _ in pairs], [t for _, t in pairs], contexts
+
     def load_item(self, raw: dict[str, Any]) -> MultiChoiceItem:
-        context, choice_ids = self.context_and_choices(raw)
-        answer_tokens = 1 if all(len(c) == 1 for c in choice_ids) else sum(len(c) for c in choice_ids)
+        contexts = None
+        if self.config.partial_scoring:
+            contexts, choice_ids, texts = self.contexts_and_continuation(raw)
+            answer_tokens = max(len(c) for c in choice_ids)
+            key = "continuation_pretokenized"
+        else:
+            context, choice_ids = self.context_and_choices(raw)
+            answer_tokens = 1 if all(len(c) == 1 for c in choice_ids) else sum(len(c) for c in choice_ids)
+            key = "choices_pretokenized" if "choices_pretokenized" in raw else "choices"
+            texts = None
         if answer_tokens + 2 >= self.max_length:
-            raise ItemError(f"the choices take {answer_tokens} tokens, too many for a sequence of {self.max_length}",
-                            "choices_pretokenized" if "choices_pretokenized" in raw else "choices")
+            raise ItemError(f"the choices take {answer_tokens} tokens, too many for a sequence of {self.max_length}", key)
         label = require(raw, "label")
         if not isinstance(label, int) or isinstance(label, bool):
             raise ItemError(f"must be an integer choice index, got {label!r}", "label")
         if not 0 <= label < len(choice_ids):
             raise ItemError(f"{label} is outside the {len(choice_ids)} choices (0..{len(choice_ids) - 1})", "label")
-        return MultiChoiceItem(raw, context, choice_ids, label)
+        if contexts is not None:
+            return MultiChoiceItem(raw, [], choice_ids, label, texts, contexts)
+        return MultiChoiceItem(raw, context, choice_ids, label, texts)
+
+    def choice_texts(self, item: MultiChoiceItem) -> list[str]:
+        """The texts whose lengths normalise the scores: as the item gives them, else the
+        data's ``choices_pretokenized`` (custom tasks), else the decoded choice ids."""
+        if item.choice_texts is not None:
+            return item.choice_texts
+        listed = item.raw.get("choices_pretokenized")
+        if isinstance(listed, list) and len(listed) == len(item.choices) and all(isinstance(c, str) for c in listed):
+            return listed
+        return [self.tokenizer.detokenize(c) for c in item.choices]
+
+    def score(self, scorer: Scorer, items: Sequence[MultiChoiceItem], bar: tqdm) -> list[list[float]]:
+        if not self.config.partial_scoring:
+            return scorer.cond_log_prob([(i.context, i.choices) for i in items], self.options,
+                                        self.config.micro_batch_size, progress=bar.update)
+        owners = [n for n, item in enumerate(items) for _ in item.choices]
+        requests = [(context, target) for item in items for context, target in zip(item.contexts or [], item.choices)]
+        results = scorer.continuation_scores(requests, self.options, self.config.micro_batch_size, progress=bar.update)
+        scores: list[list[float]] = [[] for _ in items]
+        for owner, (loglikelihood, _) in zip(owners, results):
+            scores[owner].append(loglikelihood)
+        return scores
 
     def predict(self, scorer: Scorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
         records = []
-        with self._progress_bar(len(data), data.path.name, progress) as bar:
-            scores = scorer.cond_log_prob([(i.context, i.choices) for i in data.items], self.options,
-                                          self.config.micro_batch_size, progress=bar.update)
+        partial = self.config.partial_scoring
+        total = sum(len(i.choices) for i in data.items) if partial else len(data)
+        with self._progress_bar(total, data.path.name, progress, unit="context" if partial else "item") as bar:
+            scores = self.score(scorer, data.items, bar)
         for item, item_scores in zip(data.items, scores):
             prediction = int(np.argmax(item_scores))
             records.append({"item": item.raw, "scores": item_scores, "prediction": prediction,
-                            "target": item.label, "correct": prediction == item.label})
+                            "target": item.label, "correct": prediction == item.label,
+                            **choice_lengths(self.choice_texts(item), [len(c) for c in item.choices])})
         return records
 
 
@@ -173,12 +257,38 @@ class GenerationTask(BaseTask):
             num_beams=c.num_beams if beam else 1,
             length_penalty=c.length_penalty,
             no_repeat_ngram_size=c.no_repeat_ngram_size if beam else 0,
+            stopped=self.stop_check() if c.until else None,
         )
+
+    def stop_check(self) -> Callable[[Sequence[int]], bool]:
+        """Whether the decoded text of some generated ids holds a stop string. The whole
+        generation is decoded each time (not a tail of it, as lm-eval's criterion does): a
+        tail decoded alone may lose or gain a leading space, and the check must agree with
+        the cut ``make_record`` makes on the full text."""
+        until, detokenize = tuple(self.config.until), self.tokenizer.detokenize
+        return lambda ids: any(stop in detokenize(list(ids)) for stop in until)
+
+    def cut_at_stop(self, text: str) -> tuple[str, Optional[str]]:
+        """The text before the first stop string, and that string (as lm-eval's
+        ``generate_until``, which splits the decoded text at every stop string in turn)."""
+        first, found = len(text), None
+        for stop in self.config.until:
+            index = text.find(stop)
+            if index != -1 and index < first:
+                first, found = index, stop
+        return text[:first], found
 
     def make_record(self, item: GenerationItem, generated: list[int]) -> dict[str, Any]:
         text = self.tokenizer.detokenize(generated)
+        record: dict[str, Any] = {"item": item.raw, "generated_ids": generated}
+        if self.config.until:
+            cut, stop = self.cut_at_stop(text)
+            if stop is not None:
+                record.update(generated_text=text, stopped_at=stop)
+            text = cut
         correct = any(exact_match_score(text, t) for t in item.targets)
-        return {"item": item.raw, "generated_ids": generated, "prediction": text, "targets": item.targets, "correct": correct}
+        record.update(prediction=text, targets=item.targets, correct=correct)
+        return record
 
     def predict(self, scorer: Scorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
         settings = self.decoding_settings()

@@ -11,6 +11,9 @@ each decomposes over items):
 * **Other metrics** (F1, PPL, BPB, ContinuationPPL): a BCa bootstrap of the metric itself
   (``scipy.stats.bootstrap``, 2,000 resamples, fixed seed, so reruns give the same numbers);
   the standard error is the sample one for a mean (F1), the bootstrap's for a ratio (PPL).
+* **Confusion-table metrics** (MCC, macro-F1, micro precision / recall / F1): no sum over
+  items gives them, so the bootstrap resamples items (or clusters) and recomputes the
+  statistic on each resample (BCa, the same seed and count).
 * **Clustered items** (several questions on one passage, e.g. C3 with ``cluster-by:
   passage_id``; the subjects of MMLU's overall line): the clustered standard error
   sqrt(C / (C - 1) * sum over clusters of (sum of the cluster's deviations from the mean)^2) / n,
@@ -26,8 +29,9 @@ clusters when it has them; otherwise, when the files are prompt variants of the 
 several prompts is one cluster); otherwise each file (MMLU: each subject). The max and the
 median over prompt files have no interval (the max is a biased choice of the best prompt,
 and there are too few prompts for a median's interval). Ratio metrics (PPL, BPB,
-ContinuationPPL) get a group interval only when the group has one file; their group average
-is an average of per-file ratios, which the pooled items do not give.
+ContinuationPPL) and confusion-table metrics (MCC, macro-F1, ...) get a group interval only
+when the group has one file; their group average is an average of per-file values, which
+the pooled items do not give.
 """
 
 from __future__ import annotations
@@ -129,7 +133,45 @@ def bootstrap(num: np.ndarray, den: np.ndarray, finish: Any, clusters: Optional[
 
 
 def is_mean(metric: Metric, den: np.ndarray) -> bool:
-    return metric.finish is float and bool(np.all(den == 1.0))
+    return metric.statistic is None and metric.finish is float and bool(np.all(den == 1.0))
+
+
+def unit_members(n: int, clusters: Optional[Sequence[Any]]) -> list[np.ndarray]:
+    """The item positions of each resampling unit: every item alone, or each cluster's items."""
+    if clusters is None:
+        return [np.asarray([i]) for i in range(n)]
+    members: dict[Any, list[int]] = {}
+    for position, cluster in enumerate(clusters):
+        members.setdefault(cluster, []).append(position)
+    return [np.asarray(m) for m in members.values()]
+
+
+def table_bootstrap(metric: Metric, targets: np.ndarray, predictions: np.ndarray,
+                    clusters: Optional[Sequence[Any]] = None) -> tuple[float, float, float]:
+    """(standard error, low, high) of a confusion-table metric (MCC, macro-F1): a BCa
+    bootstrap that resamples items (or whole clusters) and recomputes the statistic, fixed seed."""
+    assert metric.statistic is not None
+    members = unit_members(len(targets), clusters)
+    value = float(metric.statistic(targets, predictions))
+    if len(members) < 2:
+        return math.nan, value, value
+
+    def statistic(units: np.ndarray) -> float:
+        chosen = np.concatenate([members[int(u)] for u in units])
+        return float(metric.statistic(targets[chosen], predictions[chosen]))  # type: ignore[misc]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap((np.arange(len(members)),), statistic, vectorized=False, n_resamples=RESAMPLES,
+                                 method="BCa", confidence_level=CONFIDENCE, rng=np.random.default_rng(SEED))
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            result = stats.bootstrap((np.arange(len(members)),), statistic, vectorized=False, n_resamples=RESAMPLES,
+                                     method="percentile", confidence_level=CONFIDENCE, rng=np.random.default_rng(SEED))
+            low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if not (math.isfinite(low) and math.isfinite(high)):  # every resample the same value
+        low = high = value
+    return float(result.standard_error), low, high
 
 
 def metric_interval(metric: Metric, num: np.ndarray, den: np.ndarray, clusters: Optional[Sequence[Any]] = None) -> Optional[Interval]:
@@ -139,6 +181,9 @@ def metric_interval(metric: Metric, num: np.ndarray, den: np.ndarray, clusters: 
         return None
     if clusters is not None and len(set(clusters)) == n:
         clusters = None  # every item its own cluster: the plain formulas
+    if metric.statistic is not None:
+        se, low, high = table_bootstrap(metric, num, den, clusters)
+        return Interval(se, low, high, "cluster-bootstrap-bca" if clusters is not None else "bootstrap-bca")
     mean_type = is_mean(metric, den)
     if metric.binary and mean_type:
         mean = float(num.mean())

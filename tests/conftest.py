@@ -120,3 +120,15 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama in the Hugging Face layout (needs the hf extra)."""
     pytest.importorskip("transformers")
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def hf_model(tiny_llama_dir: Path):
+    """The tiny Llama loaded in float32, with its tokenizer (the hf extra's backend)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from evaluation.tokenization_hf import HFTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), local_files_only=True, dtype=torch.float32).eval()
+    return model, HFTokenizer.from_pretrained(tiny_llama_dir)

@@ -28,14 +28,6 @@ OPTIONS = EncodingOptions(max_seq_length=2048)
 
 
 @pytest.fixture(scope="session")
-def hf_model(tiny_llama_dir: Path):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), local_files_only=True, dtype=torch.float32).eval()
-    return model, HFTokenizer.from_pretrained(tiny_llama_dir)
-
-
-@pytest.fixture(scope="session")
 def hf_scorer(hf_model) -> HFScorer:
     model, tok = hf_model
     return HFScorer(model, tok, max_batch_tokens=256, log=lambda *_: None)

@@ -41,12 +41,15 @@ def test_subject_table_is_the_standard_mapping() -> None:
 
 
 def test_counts(tasks) -> None:
-    assert sorted(tasks) == ["0shot", "5shot"]
-    for task in tasks.values():
+    assert sorted(tasks) == ["0shot", "5shot", "dev"]
+    for name, task in tasks.items():
         assert len(task.files) == 2 * 57  # two prompt formats x 57 subjects
         assert check_counts("mmlu", [task]) == []
         for fmt in ("MMLU_paper", "LM_eval"):
             files = {rel: recs for rel, recs in task.files.items() if rel.startswith(f"{fmt}/")}
+            if name == "dev":
+                assert all(len(r) == 5 for r in files.values())
+                continue
             assert sum(len(r) for r in files.values()) == 14042
             per_category = collections.Counter(rel.split("/")[2] for rel in files)
             assert per_category == CATEGORY_SIZES
@@ -61,11 +64,11 @@ def test_first_item_zero_shot(tasks) -> None:
     # "Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.",0,4,2,6,1
     question = "Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.\nA. 0\nB. 4\nC. 2\nD. 6\nAnswer:"
     paper = record(tasks, "0shot", "MMLU_paper", "stem", "abstract_algebra")
-    assert paper == {"inputs_pretokenized": MMLU_PAPER_HEAD.format("abstract algebra") + question,
+    assert paper == {"description": MMLU_PAPER_HEAD.format("abstract algebra"), "inputs_pretokenized": question,
                      "choices_pretokenized": [" A", " B", " C", " D"], "label": 1,
                      "id": "abstract_algebra/0", "subject": "abstract_algebra"}
     lm_eval = record(tasks, "0shot", "LM_eval", "stem", "abstract_algebra")
-    assert lm_eval["inputs_pretokenized"] == LM_EVAL_HEAD.format("abstract algebra") + question
+    assert lm_eval["description"] + lm_eval["inputs_pretokenized"] == LM_EVAL_HEAD.format("abstract algebra") + question
     assert lm_eval["choices_pretokenized"] == [" A", " B", " C", " D"] and lm_eval["label"] == 1
 
 
@@ -74,8 +77,8 @@ def test_lm_eval_strips_the_question_and_the_paper_format_does_not(tasks) -> Non
     body = "What can murtis be translated as?\nA. Offerings\nB. Prayers\nC. Apparitions\nD. Idols\nAnswer:"
     paper = record(tasks, "0shot", "MMLU_paper", "humanities", "world_religions")
     lm_eval = record(tasks, "0shot", "LM_eval", "humanities", "world_religions")
-    assert paper["inputs_pretokenized"] == MMLU_PAPER_HEAD.format("world religions") + " " + body
-    assert lm_eval["inputs_pretokenized"] == LM_EVAL_HEAD.format("world religions") + body
+    assert paper["description"] + paper["inputs_pretokenized"] == MMLU_PAPER_HEAD.format("world religions") + " " + body
+    assert lm_eval["description"] + lm_eval["inputs_pretokenized"] == LM_EVAL_HEAD.format("world religions") + body
     assert paper["label"] == lm_eval["label"] == 3
 
 
@@ -104,7 +107,8 @@ def test_five_shot_uses_the_subject_dev_items_in_order(tasks) -> None:
         for five, one in zip(records[:3], zero[:3]):
             head = (MMLU_PAPER_HEAD if rel.startswith("MMLU_paper") else LM_EVAL_HEAD).format(five["subject"].replace("_", " "))
             assert five["inputs_pretokenized"].startswith(head)
-            assert five["inputs_pretokenized"].endswith(one["inputs_pretokenized"][len(head):])
+            assert one["description"] == head
+            assert five["inputs_pretokenized"].endswith(one["inputs_pretokenized"])
             assert (five["label"], five["id"]) == (one["label"], one["id"])
 
 

@@ -16,6 +16,9 @@ intervals than two separate error bars suggest).
 * **Other metrics** (F1, PPL, BPB, ContinuationPPL): a paired BCa bootstrap of Δ (pairs, or
   whole clusters, resampled together; fixed seed) and a paired permutation test for p
   (each pair's two values swapped at random; ``scipy.stats.permutation_test``).
+* **Confusion-table metrics** (MCC, macro-F1, micro P/R/F1): the same paired bootstrap and
+  permutation test, resampling (swapping) whole items or clusters and recomputing the
+  statistic of each run on the resample.
 * **Minimum detectable effect** (α = 0.05 two-sided, power 0.8): (z_0.975 + z_0.8) x the
   standard error of Δ; for McNemar at least the smallest count of one-directional flips
   that the exact test can call significant (6 at α = 0.05), as a share of n.
@@ -35,8 +38,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from scipy import stats
 
-from ..metrics import Metric
-from ..uncertainty import CONFIDENCE, RESAMPLES, SEED, Z, clustered_se
+from ..metrics import Metric, value_of
+from ..uncertainty import CONFIDENCE, RESAMPLES, SEED, Z, clustered_se, unit_members
 
 ALPHA = 0.05
 POWER = 0.8
@@ -75,7 +78,52 @@ MIN_FLIPS = smallest_significant_flips()
 
 
 def _value(metric: Metric, num: np.ndarray, den: np.ndarray) -> float:
-    return metric.finish(float(num.sum() / den.sum()))
+    return value_of(metric, num, den)
+
+
+def compare_table(metric: Metric, targets: np.ndarray, base: np.ndarray, new: np.ndarray,
+                  clusters: Optional[Sequence[Any]] = None) -> Comparison:
+    """Δ of a confusion-table metric: ``targets`` are the items' labels, ``base`` / ``new``
+    each run's predictions of the same items in the same order."""
+    statistic_of = metric.statistic
+    assert statistic_of is not None
+    baseline, value = float(statistic_of(targets, base)), float(statistic_of(targets, new))
+    delta = value - baseline
+    n = len(targets)
+    members = unit_members(n, clusters if clusters is not None and len(set(clusters)) < n else None)
+    method = "paired cluster bootstrap" if len(members) < n else "paired bootstrap"
+    if len(members) < 2 or np.array_equal(base, new):
+        return Comparison(baseline, value, delta, delta, delta, 1.0 if delta == 0 else 0.0, 0.0, method, n)
+    owner = np.empty(n, dtype=np.int64)
+    for unit, positions in enumerate(members):
+        owner[positions] = unit
+
+    def resampled(units: np.ndarray) -> float:
+        chosen = np.concatenate([members[int(u)] for u in units])
+        return float(statistic_of(targets[chosen], new[chosen]) - statistic_of(targets[chosen], base[chosen]))
+
+    m = len(members)
+
+    def swapped(x: np.ndarray, y: np.ndarray) -> float:
+        # x / y hold, per unit, u (take the baseline's predictions) or u + m (the new run's)
+        def side(codes: np.ndarray) -> np.ndarray:
+            return np.where((codes >= m)[owner], new, base)
+        return float(statistic_of(targets, side(y)) - statistic_of(targets, side(x)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap((np.arange(m),), resampled, vectorized=False, n_resamples=RESAMPLES, method="BCa",
+                                 confidence_level=CONFIDENCE, rng=np.random.default_rng(SEED))
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            result = stats.bootstrap((np.arange(m),), resampled, vectorized=False, n_resamples=RESAMPLES, method="percentile",
+                                     confidence_level=CONFIDENCE, rng=np.random.default_rng(SEED))
+            low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+        se = float(result.standard_error)
+        test = stats.permutation_test((np.arange(m), np.arange(m) + m), swapped, permutation_type="samples", vectorized=False,
+                                      n_resamples=RESAMPLES, alternative="two-sided", rng=np.random.default_rng(SEED))
+    z_power = Z + float(stats.norm.ppf(POWER))
+    return Comparison(baseline, value, delta, low, high, float(test.pvalue), z_power * se, method, n)
 
 
 def compare_binary(metric: Metric, base: np.ndarray, new: np.ndarray, clusters: Optional[Sequence[Any]] = None) -> Comparison:

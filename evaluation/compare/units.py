@@ -11,10 +11,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..metrics import METRICS
+from ..metrics import METRICS, value_of
 from ..uncertainty import is_mean
 from .runs import CompareError, PairedTask, Run, pair_task
-from .statistics import ALPHA, Comparison, compare_binary, compare_general, decide, holm
+from .statistics import ALPHA, Comparison, compare_binary, compare_general, compare_table, decide, holm
 
 
 @dataclass
@@ -121,7 +121,9 @@ def build(runs: list[Run], margin: float, alpha: float = ALPHA, intersection: bo
                 comparisons = []
                 for num, den, _ in per_run[1:]:
                     base_num, base_den, _ = per_run[0]
-                    if metric.binary and is_mean(metric, base_den):
+                    if metric.statistic is not None:  # (targets, predictions): the targets are the baseline's
+                        comparisons.append(compare_table(metric, base_num, base_den, den, clusters))
+                    elif metric.binary and is_mean(metric, base_den):
                         comparisons.append(compare_binary(metric, base_num, num, clusters))
                     else:
                         comparisons.append(compare_general(metric, base_num, base_den, num, den, clusters))
@@ -129,7 +131,7 @@ def build(runs: list[Run], margin: float, alpha: float = ALPHA, intersection: bo
                 if level == "file":
                     others = sorted({per_run[r][2][0][0] for r in range(1, len(runs))} - {name})
                     label = name + "".join(f" -> {o}" for o in others)
-                values = [metric.finish(float(num.sum() / den.sum())) for num, den, _ in per_run]
+                values = [value_of(metric, num, den) for num, den, _ in per_run]
                 units.append(Unit(task, level, label, metric_name, keys, values, comparisons, files))
     for r in range(1, len(runs)):
         family = [u.comparisons[r - 1] for u in units]

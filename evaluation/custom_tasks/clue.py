@@ -26,7 +26,7 @@ import numpy as np
 from evaluation.data import ItemError, require
 from evaluation.scoring.api import Scorer
 from evaluation.scoring.packing import truncate_left
-from evaluation.tasks import FileData, MultiChoiceItem, MultiChoiceTask
+from evaluation.tasks import FileData, MultiChoiceItem, MultiChoiceTask, choice_lengths
 
 
 def packed_length(choices: Sequence[Sequence[int]]) -> int:
@@ -94,5 +94,6 @@ class ChunkedMultiChoiceTask(MultiChoiceTask):
                     item_scores[index] = value
             prediction = int(np.argmax(item_scores))
             records.append({"item": item.raw, "scores": item_scores, "prediction": prediction,
-                            "target": item.label, "correct": prediction == item.label})
+                            "target": item.label, "correct": prediction == item.label,
+                            **choice_lengths(self.choice_texts(item), [len(c) for c in item.choices])})
         return records

@@ -57,11 +57,12 @@ def run_identity(model_identity: Mapping[str, Any], flags: Mapping[str, Any], pr
         files = {}
         for group_files in item.data.values():
             for data in group_files:
-                try:
-                    name = str(Path(data.path).resolve().relative_to(data_root.resolve()))
-                except ValueError:
-                    name = str(data.path)
-                files[name] = "sha256 " + file_digest(Path(data.path))
+                for path in [data.path, *getattr(data, "sources", [])]:
+                    try:
+                        name = str(Path(path).resolve().relative_to(data_root.resolve()))
+                    except ValueError:
+                        name = str(path)
+                    files[name] = "sha256 " + file_digest(Path(path))
         tasks[item.loaded.config.name] = {"config": config, "files": files}
     return {"scoring_code": scoring_code_digest(), "model": json.loads(json.dumps(dict(model_identity), default=str)),
             "flags": {k: flags.get(k) for k in SELECTING_FLAGS}, "tasks": tasks}

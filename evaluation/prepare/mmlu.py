@@ -7,6 +7,14 @@ YAML gathers a category with one glob (``MMLU_paper/mul/stem/*.jsonl``) and the 
 the subject, against which the published per-subject count is checked. The k-shot examples
 are the first k dev items of the same subject, in dev order. Prompt formats, the subject ->
 category table and the published counts live in ``prompts/mmlu.yaml``.
+
+0-shot items carry the format's description ("The following are multiple choice questions
+...") in their own ``description`` field and the bare question in ``inputs_pretokenized``;
+the task puts the description first (the context is the same text as before). That, and the
+dev split written as ``mmlu/dev/<PromptName>/mul/<category>/<subject>.jsonl`` in the same
+layout, is what a YAML needs to build k-shot prompts itself (``num-fewshot: 5``,
+``fewshot-source: ../dev/{dir}/{name}``, ``fewshot-sampler: first``; see
+``evaluation/fewshot.py``): the prompts it builds equal the k-shot files written here.
 """
 
 from __future__ import annotations
@@ -104,6 +112,17 @@ def build(raw_dir: Path) -> list[TaskData]:
         raise PrepareError(f"{raw_dir / 'mmlu/test'}: {total} questions in all, the published count is {config['total_test']}")
 
     tasks = []
+    dev_files: dict[str, Any] = {}
+    for name, fmt in config["formats"].items():
+        for subject, category in table.items():
+            dev_files[f"{name}/mul/{category}/{subject}.jsonl"] = [
+                {"description": render(fmt["description"], fields(item, subject), f"{name}.description"),
+                 "inputs_pretokenized": render(fmt["question"], fields(item, subject), f"{name}.question"),
+                 "choices_pretokenized": list(fmt["choices"]),
+                 "label": item["answer"],
+                 "id": f"{subject}/dev/{index}",
+                 "subject": subject}
+                for index, item in enumerate(data[subject][1])]
     for task, k in config["shots"].items():
         if k > config["dev_per_subject"]:
             raise PrepareError(f"prompts/mmlu.yaml: {task} asks for {k} examples, the dev split has {config['dev_per_subject']}")
@@ -112,6 +131,12 @@ def build(raw_dir: Path) -> list[TaskData]:
             for subject, category in table.items():
                 test, dev = data[subject]
                 files[f"{name}/mul/{category}/{subject}.jsonl"] = [
+                    {**zero_shot_fields(fmt, name, subject, item),
+                     "choices_pretokenized": list(fmt["choices"]),
+                     "label": item["answer"],
+                     "id": f"{subject}/{index}",
+                     "subject": subject}
+                    if k == 0 else
                     {"inputs_pretokenized": build_prompt(fmt, name, subject, dev[:k], item),
                      "choices_pretokenized": list(fmt["choices"]),
                      "label": item["answer"],
@@ -119,4 +144,12 @@ def build(raw_dir: Path) -> list[TaskData]:
                      "subject": subject}
                     for index, item in enumerate(test)]
         tasks.append(TaskData(task, files, expected=dict(published), source=SOURCE))
+    tasks.append(TaskData("dev", dev_files, expected={s: config["dev_per_subject"] for s in table}, source=SOURCE))
     return tasks
+
+
+def zero_shot_fields(fmt: dict[str, Any], name: str, subject: str, item: dict[str, Any]) -> dict[str, str]:
+    """A 0-shot item's description and bare question (the task joins them)."""
+    values = fields(item, subject)
+    return {"description": render(fmt["description"], values, f"{name}.description"),
+            "inputs_pretokenized": render(fmt["question"], values, f"{name}.question")}

@@ -18,6 +18,7 @@ SUITE_MODULES: dict[str, str] = {
     "clue": "evaluation.prepare.clue",
     "fewclue": "evaluation.prepare.fewclue",
     "bloom": "evaluation.prepare.bloom",
+    "llm-foundry": "evaluation.prepare.llm_foundry",
     "language-modeling": "evaluation.prepare.language_modeling",
     "quickstart": "evaluation.prepare.quickstart",
 }

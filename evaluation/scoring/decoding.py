@@ -18,8 +18,8 @@ so its results changed with the batch; here L uses each item's own context lengt
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol, Sequence
 
 import torch
 
@@ -43,6 +43,14 @@ class DecodingSettings:
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     banned_first_ids: tuple[int, ...] = ()
+    # Stop strings (lm-eval's ``until``): called with a row's generated ids, true once its
+    # decoded text holds a stop string. The row (a beam: its candidate) then ends like one
+    # that produced an end token, but keeps its tokens: the task cuts the decoded text.
+    stopped: Optional[Callable[[Sequence[int]], bool]] = field(default=None, compare=False)
+
+    def ends(self, tokens: Sequence[int]) -> bool:
+        """Whether a row whose generated ids are ``tokens`` is finished."""
+        return (bool(tokens) and tokens[-1] in self.end_ids) or (self.stopped is not None and self.stopped(tokens))
 
 
 def _ban(logits: torch.Tensor, step: int, settings: DecodingSettings) -> None:
@@ -68,7 +76,7 @@ def greedy_decode(first_logits: torch.Tensor, decoder: Decoder, settings: Decodi
         for row, token in enumerate(next_tokens.tolist()):
             if not done[row]:
                 outputs[row].append(token)
-                done[row] = token in settings.end_ids
+                done[row] = settings.ends(outputs[row])
         if all(done) or step + 1 == settings.max_gen_length:
             break
         logits = decoder.step(next_tokens, step).float()
@@ -150,7 +158,7 @@ def beam_search(
             for score, index in zip(top_scores[item], top_index[item]):
                 parent, token = divmod(index, vocab)
                 beam = [*beams[item][parent], token]
-                if not done[item] and token in end_ids:
+                if not done[item] and (token in end_ids or settings.stopped is not None and settings.stopped(beam)):
                     finished[item].add(score, beam, context_lengths[item] + len(beam))
                 elif len(kept_beams) < k:
                     rows.append(item * k + parent)
