@@ -23,7 +23,17 @@ What it does
        choices A..D with ``target_delimiter: " "`` -> continuations " A".." D" (checked equal to
        the records' ``choices_pretokenized``).
      - OpenBookQA, lm-eval ``openbookqa`` prompt (our ``lm_eval`` prompt file): multi-token choices,
-       continuation = " " + choice text (lm-eval's default target delimiter).
+       continuation = " " + choice text (lm-eval's default target delimiter); ``acc`` and ``acc_norm``
+       (ours: ``AccuracyNorm`` from the records' ``choice_chars``), item by item.
+     - WSC273 by partial scoring (``tasks/llm-foundry/wsc273.yaml``, ``partial-scoring: true``):
+       lm-eval's "multiple input" form (``doc_to_text`` = the gold index, ``doc_to_choice`` = the
+       contexts, ``doc_to_target`` = the shared continuation); acc, acc_norm, per-context log-likelihoods.
+     - TriviaQA ``generate_until`` (``tasks/llm-foundry/triviaqa.yaml``: greedy, its stop strings and
+       max length): by default 3-shot prompts drawn by our few-shot builder with the settings of
+       ``triviaqa_3shot.yaml`` and written into the copy both read (``--gen-shots``), so both see the
+       same text; compared: the generated strings item by item (after the cut at the stop strings),
+       EM by our metric on both sides' strings, and lm-eval's own ``exact_match`` (case and
+       punctuation ignored, articles kept, so it differs from SQuAD-normalised EM by design).
 3. Runs both harnesses, each in its own long-lived process (2 threads, fp32, CPU, offline:
    ``HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1``). Both load the model first (load time reported
    apart, NOT in the task times; lm-eval also gets one warm-up request, as our backend's
@@ -41,9 +51,10 @@ What it does
 4. Compares per item (lm-eval ``--log_samples`` ``filtered_resps`` = (loglik, is_greedy) against our
    predictions files: ``loglikelihood`` / ``greedy`` for continuation records, ``scores`` for
    multiple choice), prints a table and as its LAST line
-   ``parity=ok|fail speedup lambada=X mmlu=Y mc=Z`` (speedup = lm-eval task time / ours).
-   Parity requires: accuracy within 0.1 point, perplexity within 0.5 % relative, every per-item
-   log-likelihood within 1e-3. On a mismatch, notes show the token ids each side scored.
+   ``parity=ok|fail speedup lambada=X mmlu=Y mc=Z wsc=W gen=V`` (speedup = lm-eval task time / ours).
+   Parity requires: accuracy and acc_norm within 0.1 point, perplexity within 0.5 % relative, every
+   per-item log-likelihood within 1e-3, identical generated strings on at least 99 % of items. On a
+   mismatch, notes show the token ids each side scored (or the strings that differ).
 5. ``--profile``: a second table from timers that are on in both workers during the timed pass
    (cheap: a few per forward): time in the transformer body (LlamaModel.forward), in the LM
    head, in tokenizer calls, and the rest (batching, masks, log-softmax, metrics, Python); the
@@ -350,7 +361,7 @@ def worker_lm_eval(spec: dict[str, Any]) -> None:
                 rows = []
                 for s in results["samples"][name]:
                     if generation:  # generate_until: the decoded continuation, cut at the stop strings
-                        rows.append({"doc_id": s["doc_id"], "generated": s["filtered_resps"][0], "raw": s["resps"][0][0],
+                        rows.append({"doc_id": s["doc_id"], "filtered": s["filtered_resps"][0], "raw": s["resps"][0][0],
                                      "exact_match": s.get("exact_match")})
                         continue
                     resps = [[float(r[0]), bool(r[1])] for r in s["filtered_resps"]]
@@ -586,7 +597,7 @@ def build_workdir(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 raise SystemExit(f"{rel}: choices {row['choices_pretokenized']} are not ' A'..' D'")
         name = f"vs_mmlu_{subject}"
         (yaml_dir / f"{name}.yaml").write_text(yaml_text(name, path, (
-            "output_type: multiple_choice\ndoc_to_text: inputs_pretokenized\ndoc_to_target: label\n"
+            "output_type: multiple_choice\ndoc_to_text: \"{{description}}{{inputs_pretokenized}}\"\ndoc_to_target: label\n"
             "doc_to_choice: [\"A\", \"B\", \"C\", \"D\"]\ntarget_delimiter: \" \"\n"
             "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")))
         mmlu_names.append(name)
@@ -651,10 +662,21 @@ def build_workdir(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         raise SystemExit(f"no TriviaQA data under {data / 'llm-foundry/triviaqa'}")
     rel = found[0].relative_to(data).as_posix()
     path = copy(rel, args.gen_limit)
+    if args.gen_shots:  # our few-shot prompts (tasks/llm-foundry/triviaqa_3shot.yaml's settings), written into the copy both read
+        from evaluation.fewshot import PromptBuilder
+        from evaluation.task_config import GenerationTaskConfig
+
+        shots = yaml.safe_load((ROOT / "tasks/llm-foundry/triviaqa_3shot.yaml").read_text())
+        fewshot = {k.replace("-", "_"): v for k, v in shots.items() if k.startswith(("fewshot", "target"))}
+        config = GenerationTaskConfig(name="vs", type="gen", path=".", num_fewshot=args.gen_shots, **fewshot)
+        build = PromptBuilder(config, "gen", data / found[0].parent).for_file(data / rel)  # examples from the whole file
+        write_jsonl(path, [build(row) for row in read_jsonl(path)])
+        plan["gen_shots"] = f"{args.gen_shots}-shot (random, seed {config.fewshot_seed}, separator {json.dumps(config.fewshot_separator)})"
     until = gen_config["until"]
     (yaml_dir / "vs_gen.yaml").write_text(yaml_text("vs_gen", path, (
         "output_type: generate_until\ndoc_to_text: inputs_pretokenized\ndoc_to_target: targets_pretokenized\n"
         f"generation_kwargs:\n  until: {json.dumps(until)}\n  do_sample: false\n  max_gen_toks: {gen_config['max-gen-length']}\n"
+        "filter_list:\n  - name: remove_whitespace\n    filter:\n      - function: remove_whitespace\n      - function: take_first\n"
         "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
         "    ignore_case: true\n    ignore_punctuation: true\n")))
     plan["lm_eval_tasks"]["gen"] = ["vs_gen"]
@@ -753,12 +775,12 @@ def compare_generation(files: dict[str, Any], samples: dict[str, Any], run_dir: 
             raise SystemExit(f"gen: {len(recs)} items in ours, {len(rows)} in lm-eval ({relative})")
         for rec, row in zip(recs, rows):
             n += 1
-            if rec["prediction"] == row["generated"]:
+            if rec["prediction"] == row["raw"]:  # before lm-eval's remove_whitespace filter (its triviaqa's)
                 identical += 1
             else:
-                differ.append((row["doc_id"], rec["prediction"], row["generated"], rec.get("generated_text")))
+                differ.append((row["doc_id"], rec["prediction"], row["raw"], rec.get("generated_text")))
             ours_em.append(METRICS["EM"].items([rec], {})[0][0] / 100)
-            ours_on_lm.append(METRICS["EM"].items([{**rec, "prediction": row["generated"]}], {})[0][0] / 100)
+            ours_on_lm.append(METRICS["EM"].items([{**rec, "prediction": row["raw"]}], {})[0][0] / 100)
             lm_em.append(float(row["exact_match"]) if row.get("exact_match") is not None else math.nan)
     for doc, mine, theirs, full in differ[:5]:
         notes.append(f"gen item {doc}: glm-eval {mine!r} vs lm-eval {theirs!r} (glm-eval's text before the cut: {full!r})")
@@ -796,6 +818,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--report-only", action="store_true", help=argparse.SUPPRESS)  # re-print the last run's tables
     parser.add_argument("--wsc-limit", type=int, default=273, help="WSC273 items (default 273: all)")
     parser.add_argument("--gen-limit", type=int, default=300, help="TriviaQA items for generate_until (default 300)")
+    parser.add_argument("--gen-shots", type=int, default=3, help="TriviaQA examples per prompt, drawn by glm-eval's few-shot builder "
+                        "and written into the items both harnesses read (0: the 0-shot prompt, which SmolLM2-Instruct mostly "
+                        "answers with an empty string); default 3, the Gauntlet's setting")
     parser.add_argument("--tasks", nargs="+", choices=list(ALL_KEYS), default=list(ALL_KEYS),
                         help="which comparisons to run (default: all)")
     parser.add_argument("--threads", type=int, default=2)
@@ -916,7 +941,7 @@ def report(args: argparse.Namespace, plan: dict[str, Any], keys: list[str], time
         if key == "gen":
             share = c["identical"] / c["n"]
             ok &= share >= THRESHOLDS["identical_generations"]
-            rows.append([f"triviaqa generate_until {json.dumps(plan['gen_until'])}", str(c["n"]), "identical strings",
+            rows.append([f"triviaqa {plan.get('gen_shots', '0-shot')} until {json.dumps(plan['gen_until'])}", str(c["n"]), "identical strings",
                          f"{c['identical']}/{c['n']}", f"{share * 100:.1f}%", "", "", f"{ours_s:.1f}", f"{lm_s:.1f}", f"{speed[key]:.2f}x"])
             rows.append(["", "", "EM % (our metric)", f"{c['em_ours'] * 100:.2f}", f"{c['em_ours_on_lm'] * 100:.2f}",
                          f"{(c['em_ours'] - c['em_ours_on_lm']) * 100:+.2f}", "", "", "", ""])

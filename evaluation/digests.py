@@ -54,8 +54,8 @@ def scoring_code_digest() -> str:
 def canonical(value: Any) -> Any:
     """A JSON-able form of a request: dataclasses as dicts, numpy arrays as (dtype, shape,
     sha256 of the bytes), numpy scalars as numbers; equal requests give equal forms."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # fields marked digest=False are left out
+        return {f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value) if f.metadata.get("digest", True)}
     if isinstance(value, np.ndarray):
         array = np.ascontiguousarray(value)
         return ["ndarray", str(array.dtype), list(array.shape), hashlib.sha256(array.tobytes()).hexdigest()]

@@ -257,6 +257,7 @@ class GenerationTask(BaseTask):
             num_beams=c.num_beams if beam else 1,
             length_penalty=c.length_penalty,
             no_repeat_ngram_size=c.no_repeat_ngram_size if beam else 0,
+            stop_strings=tuple(c.until),
             stopped=self.stop_check() if c.until else None,
         )
 

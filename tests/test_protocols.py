@@ -219,6 +219,17 @@ def test_stop_strings_on_hf(tmp_path: Path, hf_model) -> None:
     check_stop_cut(tmp_path, tok, HFScorer(model, tok, max_batch_tokens=256, log=lambda *_: None))
 
 
+def test_stop_settings_digest_the_same_in_every_process(tokenizer) -> None:
+    """Record keys and the ranks' agreement digest the decoding settings: the stop strings
+    count, the checking function (a new closure per task object) does not."""
+    from evaluation.digests import digest_of
+
+    one, two = generation_task(tokenizer, ["\n", "Q:"]), generation_task(tokenizer, ["\n", "Q:"])
+    assert one.decoding_settings().stopped is not two.decoding_settings().stopped
+    assert digest_of(one.decoding_settings()) == digest_of(two.decoding_settings())
+    assert digest_of(one.decoding_settings()) != digest_of(generation_task(tokenizer, ["\n"]).decoding_settings())
+
+
 def test_an_empty_stop_string_is_refused(tmp_path: Path) -> None:
     from evaluation.task_config import load_tasks
 

@@ -43,10 +43,13 @@ class DecodingSettings:
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     banned_first_ids: tuple[int, ...] = ()
-    # Stop strings (lm-eval's ``until``): called with a row's generated ids, true once its
-    # decoded text holds a stop string. The row (a beam: its candidate) then ends like one
-    # that produced an end token, but keeps its tokens: the task cuts the decoded text.
-    stopped: Optional[Callable[[Sequence[int]], bool]] = field(default=None, compare=False)
+    # Stop strings (lm-eval's ``until``) and the check that applies them: ``stopped`` is called
+    # with a row's generated ids and is true once its decoded text holds a stop string. The row
+    # (a beam: its candidate) then ends like one that produced an end token, but keeps its
+    # tokens: the task cuts the decoded text. The strings are part of the settings' digest
+    # (record keys, ranks' agreement); the function is not (a lambda's repr has an address).
+    stop_strings: tuple[str, ...] = ()
+    stopped: Optional[Callable[[Sequence[int]], bool]] = field(default=None, compare=False, metadata={"digest": False})
 
     def ends(self, tokens: Sequence[int]) -> bool:
         """Whether a row whose generated ids are ``tokens`` is finished."""
