@@ -9,7 +9,8 @@ example's labelled choice, a generation example's first target, a continuation e
 target; a partial-scoring example's labelled context + the shared continuation). The
 ``description`` is an optional item field (MMLU's "The following are multiple choice
 questions (with answers) about ..."), put once at the very top, so a 0-shot and a k-shot
-prompt of the same item share it.
+prompt of the same item share it; the YAML's ``description`` stands in for items without one
+(THUDM/GLM's ``[CLS]`` in front of every LAMBADA passage).
 
 Which examples: ``num_fewshot`` of them from ``fewshot_source``, ``self`` (the same file,
 never the item itself, nor a copy of it) or a path template relative to the task's data
@@ -150,14 +151,17 @@ class PromptBuilder:
                     examples.append(render_example(pool[index], self.kind, self.partial, self.config.target_delimiter))
                 except ItemError as exc:
                     raise ItemError(f"few-shot example {identities[index]} of {origin}: {exc}", exc.field) from None
-            prefix = str(raw.get("description", "")) + "".join(e + self.config.fewshot_separator for e in examples)
+            description = raw.get("description", self.config.description or "")
+            prefix = str(description) + "".join(e + self.config.fewshot_separator for e in examples)
             return self._with_prefix(raw, prefix, [identities[i] for i in chosen])
 
         return build
 
     def _apply_description(self, raw: Raw) -> Raw:
         if "description" not in raw:
-            return raw
+            if self.config.description is None:
+                return raw
+            return self._with_prefix(raw, self.config.description, None)
         if not isinstance(raw["description"], str):
             raise ItemError("must be a string (the text put before the item's context)", "description")
         return self._with_prefix(raw, raw["description"], None)

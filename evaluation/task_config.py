@@ -55,6 +55,7 @@ class BaseTaskConfig:
     fewshot_seed: int = 1234
     fewshot_separator: str = "\n\n"
     target_delimiter: str = ""  # between an example's context and its answer
+    description: Optional[str] = None  # put before every item's prompt when the item has no description of its own
 
     DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ()
 

@@ -39,12 +39,16 @@ TOKENIZER_TYPES = {
     "icetk-glm-130b": "GLM-130B: icetk's ice_text.model (SentencePiece), text ids shifted by 20000 image ids",
     "glm-10b-chinese": "GLM-10B-Chinese: cog-pretrain.model (SentencePiece) + GLM command tokens",
     "glm-10b-english": "GLM-10B (English): GPT-2 byte-level BPE (gpt2-vocab.json + gpt2-merges.txt) + GLM command tokens",
+    "glm-bert": "GLM-Base / GLM-Large (English): BERT uncased WordPiece (bert-base-uncased-vocab.txt) + GLM command tokens",
+    "glm-large-chinese": "GLM-Large-Chinese: cog-pretrain.model with THUDM/GLM's --fix-command-token ids ([gMASK] 50009)",
 }
 # What --tokenizer-model defaults to, relative to the checkpoint folder (--load).
 DEFAULT_TOKENIZER_MODEL = {
     "icetk-glm-130b": "ice_text.model",
     "glm-10b-chinese": "cog-pretrain.model",
     "glm-10b-english": ".",  # a folder holding gpt2-vocab.json and gpt2-merges.txt
+    "glm-bert": "bert-base-uncased-vocab.txt",
+    "glm-large-chinese": "cog-pretrain.model",
 }
 
 
@@ -187,10 +191,14 @@ def build_tokenizer(tokenizer_type: str, model_path: str | Path, *, num_image_to
     _check_type(tokenizer_type)
     if tokenizer_type == "icetk-glm-130b":
         return GLM130BTokenizer(model_path, num_image_tokens)
-    from .tokenization_glm10b import GLM10BChineseTokenizer, GLM10BEnglishTokenizer, bpe_files
+    from .tokenization_glm10b import GLM10BChineseTokenizer, GLM10BEnglishTokenizer, GLMBertTokenizer, bpe_files
 
     if tokenizer_type == "glm-10b-chinese":
         return GLM10BChineseTokenizer(model_path)
+    if tokenizer_type == "glm-bert":
+        return GLMBertTokenizer(model_path)
+    if tokenizer_type == "glm-large-chinese":
+        return GLM10BChineseTokenizer(model_path, fix_command_token=True)
     vocab, merges = bpe_files(Path(model_path))
     return GLM10BEnglishTokenizer(vocab, merges)
 

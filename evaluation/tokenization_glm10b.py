@@ -227,3 +227,51 @@ def bpe_files(path: Path) -> tuple[Path, Path]:
         f"--tokenizer-model {path} for glm-10b-english must be a folder with gpt2-vocab.json and gpt2-merges.txt, "
         "or the path of a *vocab.json file with its *merges.txt next to it"
     )
+
+
+class GLMBertTokenizer(_CommandTokenTokenizer):
+    """GLM-Base / GLM-Large (English): BERT's uncased WordPiece (``bert-base-uncased-vocab.txt``,
+    the same file for bert-large-uncased), run by Hugging Face ``tokenizers``' ``BertWordPiece``
+    (lower case, accents stripped, Chinese characters split, as BERT's own tokenizer).
+
+    Command tokens as THUDM/GLM's ``BertWordPieceTokenizer`` with ``add_block_symbols`` and
+    ``add_task_mask``: pad = eos = ``[PAD]`` 0, ENC ``[CLS]`` 101, sep ``[SEP]`` 102, MASK
+    ``[MASK]`` 103, unk ``[UNK]`` 100, then after the 30522 WordPiece ids sop 30522, eop 30523,
+    gMASK 30524, sMASK 30525 (the released checkpoints pad the embedding to 30592 rows).
+    THUDM/GLM puts ``[CLS]`` in front of every input of these models; a task that wants it
+    writes it in its text (command-token strings in the text become their ids).
+    """
+
+    type_name = "glm-bert"
+
+    def __init__(self, vocab_path: str | Path) -> None:
+        from tokenizers import BertWordPieceTokenizer
+
+        self.vocab_path = Path(vocab_path)
+        if not self.vocab_path.is_file():
+            raise FileNotFoundError(f"BERT WordPiece vocabulary not found: {self.vocab_path}")
+        self.wordpiece = BertWordPieceTokenizer(str(self.vocab_path), lowercase=True)
+        vocab = self.wordpiece.get_vocab()
+        wanted = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+        if any(token not in vocab for token in wanted):
+            raise ValueError(f"{self.vocab_path} lacks BERT's special tokens {wanted}: not a BERT vocabulary")
+        n = len(vocab)
+        commands = [
+            CommandToken("pad", "[PAD]", vocab["[PAD]"]),
+            CommandToken("ENC", "[CLS]", vocab["[CLS]"]),
+            CommandToken("MASK", "[MASK]", vocab["[MASK]"], lstrip=True),
+            CommandToken("unk", "[UNK]", vocab["[UNK]"]),
+            CommandToken("sep", "[SEP]", vocab["[SEP]"]),
+            CommandToken("eos", "[PAD]", vocab["[PAD]"]),
+            CommandToken("sop", "<|startofpiece|>", n),
+            CommandToken("eop", "<|endofpiece|>", n + 1),
+            CommandToken("gMASK", "[gMASK]", n + 2, lstrip=True),
+            CommandToken("sMASK", "[sMASK]", n + 3, lstrip=True),
+        ]
+        super().__init__(n, commands)
+
+    def _encode_text(self, text: str) -> list[int]:
+        return self.wordpiece.encode(text, add_special_tokens=False).ids
+
+    def _decode_text(self, ids: list[int]) -> str:
+        return self.wordpiece.decode(ids, skip_special_tokens=False)

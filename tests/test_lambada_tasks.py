@@ -236,7 +236,7 @@ def test_shipped_lambada_yamls(tmp_path: Path) -> None:
     loaded, problems = load_tasks(yamls, tmp_path, model_max_length=2048)
     assert not problems, problems
     by_name = {t.config.name: t for t in loaded}
-    assert set(by_name) == {"LAMBADA", "LAMBADA-unidirectional", "LAMBADA-openai"}
+    assert set(by_name) == {"LAMBADA", "LAMBADA-unidirectional", "LAMBADA-openai", "LAMBADA-glm-paper", "LAMBADA-glm-paper-uni"}
     for name in ("LAMBADA", "LAMBADA-unidirectional"):
         c = by_name[name].config
         assert by_name[name].task_class is LAMBADA
@@ -245,3 +245,24 @@ def test_shipped_lambada_yamls(tmp_path: Path) -> None:
     openai = by_name["LAMBADA-openai"]
     assert openai.task_class is ContinuationTask
     assert (openai.config.use_task_mask, openai.config.unidirectional, openai.config.metrics) == (True, True, ["Accuracy", "ContinuationPPL"])
+    for name, uni in (("LAMBADA-glm-paper", False), ("LAMBADA-glm-paper-uni", True)):  # THUDM/GLM zero_lambada(_uni).sh
+        c = by_name[name].config
+        assert (c.use_task_mask, c.unidirectional, c.description, c.max_seq_length) == (True, uni, "[CLS]", 512)
+
+
+def test_glm_paper_lambada_puts_cls_first_for_the_original_glm_tokenizers(tmp_path: Path) -> None:
+    """THUDM/GLM's LambadaDataset: [CLS] + passage without its last word, the word as ' ' + word."""
+    from evaluation.tokenization import build_tokenizer
+
+    vocab = ROOT.parent / "shared" / "tokenizers" / "glm" / "bert-base-uncased-vocab.txt"
+    if not vocab.is_file():
+        pytest.skip(f"{vocab} not found")
+    folder = tmp_path / "lambada/lambada_openai/last_word/continuation"
+    folder.mkdir(parents=True)
+    (folder / "test.jsonl").write_text(json.dumps({"inputs_pretokenized": "the cat sat on the", "targets_pretokenized": " mat"}) + "\n")
+    loaded, problems = load_tasks([ROOT / "tasks" / "lambada" / "lambada-glm-paper.yaml"], tmp_path)
+    assert not problems
+    tokenizer = build_tokenizer("glm-bert", vocab)
+    task = ContinuationTask(loaded[0].config, tokenizer, data_root=loaded[0].data_root)
+    item = task.load_file(folder / "test.jsonl").items[0]
+    assert item.context == [101, *tokenizer.tokenize("the cat sat on the")] and item.target == tokenizer.tokenize(" mat")

@@ -325,3 +325,20 @@ def test_loader_tokenizer_errors(tmp_path: Path, tiny_glm_dir: Path) -> None:
         model_spec("--load", str(tmp_path), "--tokenizer-type", "glm-10b-roberta")
     with pytest.raises(ValueError, match="unknown tokenizer type"):
         build_tokenizer("bert", tmp_path)
+
+
+def test_glm_bert_wordpiece_ids_are_bert_uncased_with_glm_command_tokens() -> None:
+    """GLM-Base / GLM-Large: BERT's uncased WordPiece ids (checked against the vocabulary file's
+    line numbers) and THUDM/GLM's command tokens after its 30522 pieces."""
+    from evaluation.tokenization import build_tokenizer
+
+    vocab_file = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "glm" / "bert-base-uncased-vocab.txt"
+    if not vocab_file.is_file():
+        pytest.skip(f"{vocab_file} not found")
+    lines = vocab_file.read_text(encoding="utf-8").splitlines()
+    tokenizer = build_tokenizer("glm-bert", vocab_file)
+    ids = tokenizer.tokenize("[CLS] The capital of FRANCE is [MASK] .")
+    assert ids == [101, lines.index("the"), lines.index("capital"), lines.index("of"), lines.index("france"), lines.index("is"), 103,
+                   lines.index(".")]
+    assert (tokenizer.sop_id, tokenizer.eop_id, tokenizer.gmask_id, tokenizer.eos_id, tokenizer.num_tokens) == (30522, 30523, 30524, 0, 30526)
+    assert tokenizer.detokenize(tokenizer.tokenize("Hello world, café!")) == "hello world, cafe!"

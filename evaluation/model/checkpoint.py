@@ -19,6 +19,7 @@ from .glm import GLMModel
 from .sharding import copy_part_into, resplit_part, split_state
 
 SHARD_PATTERN = re.compile(r"^mp_rank_(\d{2})_model_states\.pt$")
+TRACKER = "latest_checkpointed_iteration.txt"
 
 
 class CheckpointError(RuntimeError):
@@ -29,8 +30,10 @@ def checkpoint_shards(checkpoint_path: str | Path) -> list[Path]:
     """Shard files of the iteration named in ``latest``, in rank order."""
     root = Path(checkpoint_path)
     latest = root / "latest"
+    if not latest.is_file() and (root / TRACKER).is_file():
+        latest = root / TRACKER  # THUDM/GLM (Megatron) names it so
     if not latest.is_file():
-        raise CheckpointError(f"{latest}: missing; a GLM checkpoint folder needs a 'latest' file naming the iteration")
+        raise CheckpointError(f"{latest}: missing; a GLM checkpoint folder needs a 'latest' (or {TRACKER}) file naming the iteration")
     iteration = latest.read_text().strip()
     if not iteration:
         raise CheckpointError(f"{latest}: empty; expected an iteration number or 'release'")

@@ -19,6 +19,8 @@ from .checkpoint import CheckpointError, checkpoint_shards, load_checkpoint
 from .config import GLMConfig
 from .cpu_linear import pack_linear_layers, resolve_cpu_linear
 from .glm import GLMModel
+from .glm_original import OriginalGLMConfig
+from .glm_original_checkpoint import hf_config, is_hf_layout, load_original_glm
 from .quantization import BIT_WIDTHS, load_quantized_model
 from .sharding import check_tensor_parallel, shard_sized_model
 
@@ -26,18 +28,27 @@ if TYPE_CHECKING:
     from ..distributed.tensor_parallel import TensorParallelGroup
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ARCHITECTURES = ("glm-130b", "glm")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the model flags on ``parser`` (one group, documented in --help)."""
     group = parser.add_argument_group("model (normally given by MODEL_CONFIG's MODEL_ARGS)")
     defaults = GLMConfig()
+    group.add_argument("--architecture", choices=ARCHITECTURES, default="glm-130b",
+                       help="glm-130b: GLM-130B's network (DeepNorm, rotary, GeGLU); glm: the original GLM of THUDM/GLM "
+                            "(GLM-Base/Large/2B/10B and their Chinese and RoBERTa variants: pre-LN, learned (block) position "
+                            "embeddings, GELU), loaded from THUDM/GLM's checkpoint layout or a Hub folder (config.json)")
+    group.add_argument("--no-block-position", action="store_true",
+                       help="glm architecture: no block position embeddings (1D positions; THUDM/GLM's flag). Every released model has them")
     group.add_argument("--num-layers", type=int, default=defaults.num_layers, help="transformer blocks")
     group.add_argument("--hidden-size", type=int, default=defaults.hidden_size, help="model width")
     group.add_argument("--inner-hidden-size", type=int, default=defaults.inner_hidden_size, help="GeGLU inner width")
     group.add_argument("--num-attention-heads", type=int, default=defaults.num_attention_heads, help="attention heads")
     group.add_argument("--vocab-size", type=int, default=defaults.vocab_size, help="rows of the (padded) embedding")
-    group.add_argument("--max-sequence-length", type=int, default=defaults.max_sequence_length, help="longest sequence the model was trained on")
+    group.add_argument("--max-sequence-length", "--max-position-embeddings", dest="max_sequence_length", type=int,
+                       default=defaults.max_sequence_length, help="longest sequence the model was trained on (THUDM/GLM's "
+                       "--max-position-embeddings)")
     group.add_argument("--layernorm-epsilon", type=float, default=defaults.layernorm_epsilon, help="LayerNorm epsilon")
     group.add_argument("--position-encoding-2d", action="store_true", help="2D rotary (position + block position), as in ChatGLM-6B")
     group.add_argument("--layernorm-order", choices=["post"], default="post", help="only GLM-130B's post-LN DeepNorm is implemented")
@@ -80,7 +91,7 @@ def resolve_device_and_dtype(ns: argparse.Namespace) -> tuple[str, str]:
 class ModelSpec:
     """Everything needed to build and load the model, resolved from the flags."""
 
-    config: GLMConfig
+    config: GLMConfig | OriginalGLMConfig
     checkpoint: Path
     tokenizer_model: Path
     num_image_tokens: int
@@ -96,11 +107,17 @@ class ModelSpec:
         if ns.load is None:
             raise ValueError("no checkpoint given: set --load (normally through MODEL_CONFIG's MODEL_ARGS)")
         checkpoint = Path(ns.load)
+        architecture = getattr(ns, "architecture", "glm-130b")
+        hub = architecture == "glm" and is_hf_layout(checkpoint)
         try:  # cheap (reads 'latest', lists the folder): a wrong path fails before any data is read
-            checkpoint_shards(checkpoint)
+            hub_config = hf_config(checkpoint) if hub else None
+            if not hub:
+                checkpoint_shards(checkpoint)
         except CheckpointError as exc:
             raise ValueError(f"--load {checkpoint}: {exc} (set CHECKPOINT_PATH in the model config)") from None
         device, dtype = resolve_device_and_dtype(ns)
+        if architecture == "glm":
+            return cls._original(ns, checkpoint, hub_config, device, dtype)
         config = GLMConfig(
             num_layers=ns.num_layers,
             hidden_size=ns.hidden_size,
@@ -116,6 +133,43 @@ class ModelSpec:
         tokenizer_model = Path(ns.tokenizer_model) if ns.tokenizer_model else default_tokenizer_model(tokenizer_type, checkpoint)
         return cls(config, checkpoint, tokenizer_model, ns.num_image_tokens, dtype, device, ns.model_parallel_size, tokenizer_type,
                    getattr(ns, "quantization_bit_width", None), resolve_cpu_linear(getattr(ns, "cpu_linear", "auto"), device, dtype))
+
+    @classmethod
+    def _original(cls, ns: argparse.Namespace, checkpoint: Path, hub_config: Optional[OriginalGLMConfig], device: str,
+                  dtype: str) -> "ModelSpec":
+        """The original GLM: its shape from the flags, or from a Hub folder's config.json (the
+        flags must then agree with it)."""
+        config = OriginalGLMConfig(num_layers=ns.num_layers, hidden_size=ns.hidden_size, num_attention_heads=ns.num_attention_heads,
+                                   vocab_size=ns.vocab_size, max_sequence_length=ns.max_sequence_length,
+                                   block_position_encoding=not ns.no_block_position, layernorm_epsilon=ns.layernorm_epsilon)
+        if hub_config is not None and hub_config != config:
+            differ = [f"{k}: flags {getattr(config, k)}, config.json {getattr(hub_config, k)}"
+                      for k in ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "max_sequence_length",
+                                "block_position_encoding") if getattr(config, k) != getattr(hub_config, k)]
+            raise ValueError(f"--load {checkpoint}: the model flags disagree with its config.json ({'; '.join(differ)})")
+        if ns.model_parallel_size != 1:
+            raise ValueError("--architecture glm runs in one process per model for now (--model-parallel-size 1; "
+                             "data parallel works): its tensor-parallel split ([q|k|v] query_key_value) is not implemented")
+        if getattr(ns, "quantization_bit_width", None):
+            raise ValueError("--quantization-bit-width applies to GLM-130B's network only")
+        tokenizer_model = Path(ns.tokenizer_model) if ns.tokenizer_model else default_tokenizer_model(ns.tokenizer_type, checkpoint)
+        return cls(config, checkpoint, tokenizer_model, ns.num_image_tokens, dtype, device, 1, ns.tokenizer_type, None,
+                   resolve_cpu_linear(getattr(ns, "cpu_linear", "auto"), device, dtype))
+
+    @property
+    def original(self) -> bool:
+        return isinstance(self.config, OriginalGLMConfig)
+
+    def checkpoint_files(self) -> list[Path]:
+        if self.original and is_hf_layout(self.checkpoint):
+            return sorted(p for p in self.checkpoint.iterdir() if p.suffix in (".bin", ".safetensors", ".json"))
+        return checkpoint_shards(self.checkpoint)
+
+    def iteration(self) -> str:
+        for name in ("latest", "latest_checkpointed_iteration.txt"):
+            if (self.checkpoint / name).is_file():
+                return (self.checkpoint / name).read_text().strip()
+        return "hub"
 
     @property
     def max_sequence_length(self) -> int:
@@ -148,11 +202,11 @@ class ModelSpec:
         quantization and tokenizer. Quantizing a float checkpoint on load quantizes each
         tensor-parallel shard on its own, so then the tensor-parallel size counts too;
         otherwise it only changes the last bits and is left out (resume at any world size)."""
-        shards = checkpoint_shards(self.checkpoint)
+        shards = self.checkpoint_files()
         return {
             "backend": "glm",
             "config": self.config.to_dict(),
-            "checkpoint": {"path": str(self.checkpoint.resolve()), "iteration": (self.checkpoint / "latest").read_text().strip(),
+            "checkpoint": {"path": str(self.checkpoint.resolve()), "iteration": self.iteration(),
                            "shards": [{"file": p.name, "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in shards]},
             "dtype": self.dtype,
             "quantization_bit_width": self.quantization_bit_width,
@@ -168,7 +222,8 @@ class ModelSpec:
             "backend": "glm",
             **self.config.to_dict(),
             "load": str(self.checkpoint),
-            "checkpoint_shards": len(checkpoint_shards(self.checkpoint)),
+            "checkpoint_shards": len(self.checkpoint_files()) if not self.original or not is_hf_layout(self.checkpoint) else 0,
+            "checkpoint_layout": ("hub" if is_hf_layout(self.checkpoint) else "thudm") if self.original else "sat",
             "tokenizer_type": self.tokenizer_type,
             "tokenizer_model": str(self.tokenizer_model),
             "num_image_tokens": self.num_image_tokens if self.tokenizer_type == "icetk-glm-130b" else None,
@@ -200,6 +255,11 @@ def load_model(spec: ModelSpec, tensor_parallel: Optional["TensorParallelGroup"]
     ``quantization.py``); quantizing happens on CPU, tensor by tensor, before the model
     moves to its device. With ``cpu_linear == 'onednn'`` the float linear layers get
     oneDNN-packed weights (``cpu_linear.py``)."""
+    if isinstance(spec.config, OriginalGLMConfig):
+        model = load_original_glm(spec.config, spec.checkpoint, DTYPES[spec.dtype], spec.device)
+        if spec.cpu_linear == "onednn":
+            pack_linear_layers(model)
+        return model
     rank, size = (tensor_parallel.rank, tensor_parallel.size) if tensor_parallel is not None else (0, 1)
     model = load_quantized_model(spec.config, spec.checkpoint, spec.quantization_bit_width, rank, size)
     if model is None:

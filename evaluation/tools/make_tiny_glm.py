@@ -1,12 +1,19 @@
 """Write a tiny GLM-130B-architecture checkpoint and tokenizer, deterministically.
 
     python -m evaluation.tools.make_tiny_glm OUT_DIR [--seed 1234]
+    python -m evaluation.tools.make_tiny_glm OUT_DIR --architecture glm [--layout thudm|hf]
 
 OUT_DIR receives the real layout (``latest``, ``1/mp_rank_00_model_states.pt``), an
 icetk-style ``ice_text.model`` trained on ``tiny_corpus.txt`` (shipped in this
 package) and ``model_config.json``. The flags in ``configs/model_glm_tiny.sh``
 describe the same shape. Weights are random but deliberately *not* small: logits
 vary by several nats between tokens, so tests of masks and positions can fail.
+
+``--architecture glm`` writes a tiny *original*-GLM network (THUDM/GLM's architecture, 2 layers,
+hidden 64, 4 heads, block position encoding) with the same tokenizer, in THUDM/GLM's
+checkpoint layout (``latest_checkpointed_iteration.txt``, ``1/mp_rank_00_model_states.pt``)
+or, with ``--layout hf``, the Hub layout (``config.json``, ``pytorch_model.bin``, ``glm.`` keys):
+``configs/model_glm_original_tiny.sh``.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import torch
 from ..model.checkpoint import save_checkpoint
 from ..model.config import GLMConfig
 from ..model.glm import GLMModel
+from ..model.glm_original import OriginalGLMConfig, OriginalGLMModel
+from ..model.glm_original_checkpoint import save_original_glm
 from ..tokenization import NUM_IMAGE_TOKENS, SPECIAL_TOKENS
 
 CORPUS = Path(__file__).with_name("tiny_corpus.txt")
@@ -82,10 +91,13 @@ def init_weights(model: GLMModel, seed: int) -> None:
             param.copy_(std * torch.randn(param.shape, generator=generator))
 
 
+TINY_ORIGINAL_CONFIG = OriginalGLMConfig(num_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=20544,
+                                         max_sequence_length=512, block_position_encoding=True)
+
 RECIPE_FILE = "recipe.sha256"
 
 
-def recipe_digest(seed: int, config: GLMConfig, tensor_parallel: int = 1) -> str:
+def recipe_digest(seed: int, config: GLMConfig | OriginalGLMConfig, tensor_parallel: int = 1, layout: str = "sat") -> str:
     """What the folder's contents are a function of: this generator, its corpus, the seed,
     the config and the number of shards. Stored next to the checkpoint so a cached tiny
     model built by older code (or in another layout) is recognised as stale (``--if-stale``)
@@ -95,7 +107,22 @@ def recipe_digest(seed: int, config: GLMConfig, tensor_parallel: int = 1) -> str
     digest.update(f"{seed}:{sorted(config.to_dict().items())}".encode())
     if tensor_parallel != 1:
         digest.update(f":tp{tensor_parallel}".encode())
+    if layout != "sat":
+        digest.update(f":{layout}".encode())
     return digest.hexdigest()
+
+
+def make_tiny_original_glm(out_dir: Path, seed: int = 1234, layout: str = "thudm",
+                           config: OriginalGLMConfig = TINY_ORIGINAL_CONFIG) -> Path:
+    """The tiny original-GLM model and its tokenizer in ``layout`` (thudm or hf)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(out_dir / "ice_text.model")
+    model = OriginalGLMModel(config)
+    init_weights(model, seed)  # type: ignore[arg-type]  (any module: seeded per parameter name)
+    save_original_glm(model, out_dir, layout=layout)
+    config.save(out_dir / "model_config.json")
+    (out_dir / RECIPE_FILE).write_text(recipe_digest(seed, config, 1, layout) + "\n")
+    return out_dir
 
 
 def make_tiny_glm(out_dir: Path, seed: int = 1234, config: GLMConfig = TINY_CONFIG, tensor_parallel: int = 1) -> Path:
@@ -121,11 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--position-encoding-2d", action="store_true", help="build a 2D-rotary variant")
     parser.add_argument("--tensor-parallel", type=int, default=1,
                         help="save the checkpoint as N shards (mp_rank_00 ... mp_rank_N-1), as an N-way run saves it")
+    parser.add_argument("--architecture", choices=["glm-130b", "glm"], default="glm-130b",
+                        help="glm: a tiny original-GLM network (THUDM/GLM's architecture) instead of GLM-130B's")
+    parser.add_argument("--layout", choices=["thudm", "hf"], default="thudm",
+                        help="--architecture glm: THUDM/GLM's checkpoint layout or the Hub layout (config.json + pytorch_model.bin)")
     parser.add_argument("--if-stale", action="store_true",
                         help="do nothing if OUT_DIR already holds the model this code would build (its recipe.sha256 matches)")
     args = parser.parse_args(argv)
-    config = TINY_CONFIG
-    if args.position_encoding_2d:
+    config: GLMConfig | OriginalGLMConfig = TINY_CONFIG
+    original = args.architecture == "glm"
+    if original:
+        config = TINY_ORIGINAL_CONFIG
+    elif args.position_encoding_2d:
         config = GLMConfig(**{**TINY_CONFIG.to_dict(), "position_encoding_2d": True})
     args.out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Several processes may prepare the same folder at once (one per node of a multi-node
@@ -133,10 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     with (args.out_dir.parent / f".{args.out_dir.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stamp = args.out_dir / RECIPE_FILE
-        wanted = recipe_digest(args.seed, config, args.tensor_parallel)
+        wanted = recipe_digest(args.seed, config, args.tensor_parallel, args.layout if original else "sat")
         if args.if_stale and stamp.is_file() and stamp.read_text().strip() == wanted:
             return 0
-        make_tiny_glm(args.out_dir, args.seed, config, args.tensor_parallel)
+        if original:
+            make_tiny_original_glm(args.out_dir, args.seed, args.layout)
+        else:
+            make_tiny_glm(args.out_dir, args.seed, config, args.tensor_parallel)
     print(f"tiny GLM written to {args.out_dir}" + (f" ({args.tensor_parallel} shards)" if args.tensor_parallel > 1 else ""),
           file=sys.stderr)
     return 0

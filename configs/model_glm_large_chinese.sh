@@ -1,0 +1,23 @@
+# GLM-Large-Chinese (335M; model_blocklm_large_chinese.sh, --fix-command-token): the original GLM architecture (pre-LN, learned position + block position
+# embeddings, GELU MLP of width 4 x hidden, output tied to the word embeddings): 24 layers,
+# hidden 1024, 16 heads, 1024 positions, vocabulary 50048 rows (the tokenizer's ids padded to a
+# multiple of 128, as THUDM/GLM saves the embedding), tokenizer glm-large-chinese.
+# CHECKPOINT_PATH: THUDM/GLM's released folder (blocklm-large-chinese: latest_checkpointed_iteration.txt +
+# <iter>/mp_rank_00_model_states.pt) or a download of the Hub repo THUDM/glm-large-chinese (config.json + pytorch_model.bin; read weights-only, its remote code is never run).
+# The tokenizer files are in ../shared/tokenizers/glm (GLM_TOKENIZERS to point elsewhere).
+# No weights are shipped or downloaded: the shape and tokenizer here are tested on a tiny model
+# of the same architecture (configs/model_glm_original_tiny.sh), not on these weights.
+GLM_EVAL_ROOT="${GLM_EVAL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+MODEL_TYPE="glm-large-chinese"
+CHECKPOINT_PATH="${CHECKPOINT_PATH:-/path/to/blocklm-large-chinese}"
+MP_SIZE="${MP_SIZE:-1}"
+MODEL_ARGS="--architecture glm \
+            --model-parallel-size ${MP_SIZE} \
+            --num-layers 24 \
+            --hidden-size 1024 \
+            --num-attention-heads 16 \
+            --max-position-embeddings 1024 \
+            --vocab-size 50048 \
+            --tokenizer-type glm-large-chinese \
+            --tokenizer-model ${GLM_TOKENIZERS:-$GLM_EVAL_ROOT/../shared/tokenizers/glm}/cog-pretrain.model \
+            --load ${CHECKPOINT_PATH}"
