@@ -553,6 +553,14 @@ def worker_env(threads: int, cache: Path) -> dict[str, str]:
     return env
 
 
+def first_prepared(data: Path, task_folder: str, pattern: str) -> str:
+    """The first prepared file of a task (relative to the data folder), or a clear exit."""
+    found = sorted((data / task_folder).glob(pattern))
+    if not found:
+        raise SystemExit(f"no {pattern} under {data / task_folder} (prepare it: python -m evaluation.prepare ... {task_folder.split('/')[0]})")
+    return found[0].relative_to(data).as_posix()
+
+
 def build_workdir(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Truncated copies of the prepared files (in our data layout), lm-eval YAMLs over them, and
     the shipped YAMLs of ours. Returns the plan."""
@@ -639,10 +647,7 @@ def build_workdir(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     # WSC273 by partial scoring (lm-eval's "multiple input": doc_to_text returns the gold index,
     # doc_to_choice the contexts, doc_to_target the shared continuation; ours: partial-scoring: true)
-    found = sorted((data / "llm-foundry/wsc273").glob("*/mul/test.jsonl"))
-    if not found:
-        raise SystemExit(f"no WSC273 data under {data / 'llm-foundry/wsc273'}")
-    rel = found[0].relative_to(data).as_posix()
+    rel = first_prepared(data, "llm-foundry/wsc273", "*/mul/test.jsonl")
     path = copy(rel, args.wsc_limit)
     (yaml_dir / "vs_wsc.yaml").write_text(yaml_text("vs_wsc", path, (
         "output_type: multiple_choice\ndoc_to_text: label\ndoc_to_choice: contexts_pretokenized\n"
@@ -657,10 +662,7 @@ def build_workdir(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import yaml
 
     gen_config = yaml.safe_load((ROOT / "tasks/llm-foundry/triviaqa.yaml").read_text())
-    found = sorted((data / "llm-foundry/triviaqa").glob("*/gen/test.jsonl"))
-    if not found:
-        raise SystemExit(f"no TriviaQA data under {data / 'llm-foundry/triviaqa'}")
-    rel = found[0].relative_to(data).as_posix()
+    rel = first_prepared(data, "llm-foundry/triviaqa", "*/gen/test.jsonl")
     path = copy(rel, args.gen_limit)
     if args.gen_shots:  # our few-shot prompts (tasks/llm-foundry/triviaqa_3shot.yaml's settings), written into the copy both read
         from evaluation.fewshot import PromptBuilder
@@ -669,7 +671,7 @@ def build_workdir(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         shots = yaml.safe_load((ROOT / "tasks/llm-foundry/triviaqa_3shot.yaml").read_text())
         fewshot = {k.replace("-", "_"): v for k, v in shots.items() if k.startswith(("fewshot", "target"))}
         config = GenerationTaskConfig(name="vs", type="gen", path=".", num_fewshot=args.gen_shots, **fewshot)
-        build = PromptBuilder(config, "gen", data / found[0].parent).for_file(data / rel)  # examples from the whole file
+        build = PromptBuilder(config, "gen", (data / rel).parent).for_file(data / rel)  # examples from the whole file
         write_jsonl(path, [build(row) for row in read_jsonl(path)])
         plan["gen_shots"] = f"{args.gen_shots}-shot (random, seed {config.fewshot_seed}, separator {json.dumps(config.fewshot_separator)})"
     until = gen_config["until"]
@@ -695,6 +697,18 @@ def our_records(run_dir: Path, task: str, relative: str) -> list[dict[str, Any]]
     raise SystemExit(f"no predictions for task {task} in {from_dir}")
 
 
+def paired_rows(key: str, files: dict[str, Any], samples: dict[str, Any], run_dir: Path):
+    """(relative file, our record, lm-eval's sample) of every item, in data order; the two
+    sides must hold the same number of items per file."""
+    for lm_task, (our_task, relative) in files.items():
+        recs = our_records(run_dir, our_task, relative)
+        rows = samples[lm_task]
+        if len(recs) != len(rows):
+            raise SystemExit(f"{key}: {len(recs)} items in ours, {len(rows)} in lm-eval ({relative})")
+        for rec, row in zip(recs, rows):
+            yield relative, rec, row
+
+
 def compare(plan: dict[str, Any], run_dir: Path, lm_dir: Path) -> tuple[dict[str, Any], list[str]]:
     """Per task: both accuracies (and perplexities), the largest per-item log-likelihood gap, notes."""
     notes: list[str] = []
@@ -703,33 +717,28 @@ def compare(plan: dict[str, Any], run_dir: Path, lm_dir: Path) -> tuple[dict[str
     for key, files in plan["files"].items():
         samples = json.loads((lm_dir / f"samples_{key}.json").read_text())
         if key == "gen":
-            out[key] = compare_generation(files, samples, run_dir, lm_report, notes)
+            out[key] = compare_generation(files, samples, run_dir, notes)
             continue
         ours_ll, lm_ll, ours_ok, lm_ok, ours_norm, lm_norm = [], [], [], [], [], []
         max_diff, worst, over, units = 0.0, None, 0, 0
-        for lm_task, (our_task, relative) in files.items():
-            recs = our_records(run_dir, our_task, relative)
-            rows = samples[lm_task]
-            if len(recs) != len(rows):
-                raise SystemExit(f"{key}: {len(recs)} items in ours, {len(rows)} in lm-eval ({relative})")
-            for rec, row in zip(recs, rows):
-                if key == "lambada":
-                    a, b = [float(rec["loglikelihood"])], [row["resps"][0][0]]
-                    ours_ok.append(bool(rec["correct"]))
-                    lm_ok.append(bool(row["resps"][0][1]))
-                    ours_ll.append(a[0]); lm_ll.append(b[0])
-                else:
-                    a, b = [float(s) for s in rec["scores"]], [r[0] for r in row["resps"]]
-                    ours_ok.append(bool(rec["correct"]))
-                    lm_ok.append(bool(row["acc"]) if row["acc"] is not None else max(range(len(b)), key=b.__getitem__) == rec["target"])
-                    if row.get("acc_norm") is not None:  # ours from the saved records' choice lengths, as the metric does
-                        ours_norm.append(bool(METRICS_NORM(rec)))
-                        lm_norm.append(bool(row["acc_norm"]))
-                for j, (x, y) in enumerate(zip(a, b)):
-                    units += 1
-                    over += abs(x - y) > THRESHOLDS["loglik"]
-                    if abs(x - y) > max_diff:
-                        max_diff, worst = abs(x - y), (relative, row["doc_id"], j, x, y)
+        for relative, rec, row in paired_rows(key, files, samples, run_dir):
+            if key == "lambada":
+                a, b = [float(rec["loglikelihood"])], [row["resps"][0][0]]
+                ours_ok.append(bool(rec["correct"]))
+                lm_ok.append(bool(row["resps"][0][1]))
+                ours_ll.append(a[0]); lm_ll.append(b[0])
+            else:
+                a, b = [float(s) for s in rec["scores"]], [r[0] for r in row["resps"]]
+                ours_ok.append(bool(rec["correct"]))
+                lm_ok.append(bool(row["acc"]) if row["acc"] is not None else max(range(len(b)), key=b.__getitem__) == rec["target"])
+                if row.get("acc_norm") is not None:  # ours from the saved records' choice lengths, as the metric does
+                    ours_norm.append(norm_correct(rec))
+                    lm_norm.append(bool(row["acc_norm"]))
+            for j, (x, y) in enumerate(zip(a, b)):
+                units += 1
+                over += abs(x - y) > THRESHOLDS["loglik"]
+                if abs(x - y) > max_diff:
+                    max_diff, worst = abs(x - y), (relative, row["doc_id"], j, x, y)
         n = len(ours_ok)
         entry = {"n": n, "over": over, "units": units, "acc_ours": sum(ours_ok) / n, "acc_lm": sum(lm_ok) / n, "max_ll_diff": max_diff, "worst": worst,
                  "disagree": sum(x != y for x, y in zip(ours_ok, lm_ok))}
@@ -752,15 +761,14 @@ def compare(plan: dict[str, Any], run_dir: Path, lm_dir: Path) -> tuple[dict[str
     return out, notes
 
 
-def METRICS_NORM(record: dict[str, Any]) -> bool:  # noqa: N802 (reads like the metric it calls)
+def norm_correct(record: dict[str, Any]) -> bool:
     """Whether our AccuracyNorm counts this record right (the registry's own per-item rule)."""
     from evaluation.metrics import METRICS
 
     return bool(METRICS["AccuracyNorm"].items([record], {})[0][0] > 0)
 
 
-def compare_generation(files: dict[str, Any], samples: dict[str, Any], run_dir: Path, lm_report: dict[str, Any],
-                       notes: list[str]) -> dict[str, Any]:
+def compare_generation(files: dict[str, Any], samples: dict[str, Any], run_dir: Path, notes: list[str]) -> dict[str, Any]:
     """Greedy generate_until: the generated strings item by item, and exact match three ways:
     ours (SQuAD normalisation), lm-eval's own exact_match (case and punctuation ignored, articles
     kept), and ours applied to lm-eval's strings (which isolates the harness from the metric)."""
@@ -768,20 +776,15 @@ def compare_generation(files: dict[str, Any], samples: dict[str, Any], run_dir: 
 
     identical, differ, n = 0, [], 0
     ours_em, lm_em, ours_on_lm = [], [], []
-    for lm_task, (our_task, relative) in files.items():
-        recs = our_records(run_dir, our_task, relative)
-        rows = samples[lm_task]
-        if len(recs) != len(rows):
-            raise SystemExit(f"gen: {len(recs)} items in ours, {len(rows)} in lm-eval ({relative})")
-        for rec, row in zip(recs, rows):
-            n += 1
-            if rec["prediction"] == row["raw"]:  # before lm-eval's remove_whitespace filter (its triviaqa's)
-                identical += 1
-            else:
-                differ.append((row["doc_id"], rec["prediction"], row["raw"], rec.get("generated_text")))
-            ours_em.append(METRICS["EM"].items([rec], {})[0][0] / 100)
-            ours_on_lm.append(METRICS["EM"].items([{**rec, "prediction": row["raw"]}], {})[0][0] / 100)
-            lm_em.append(float(row["exact_match"]) if row.get("exact_match") is not None else math.nan)
+    for _, rec, row in paired_rows("gen", files, samples, run_dir):
+        n += 1
+        if rec["prediction"] == row["raw"]:  # before lm-eval's remove_whitespace filter (its triviaqa's)
+            identical += 1
+        else:
+            differ.append((row["doc_id"], rec["prediction"], row["raw"], rec.get("generated_text")))
+        ours_em.append(METRICS["EM"].items([rec], {})[0][0] / 100)
+        ours_on_lm.append(METRICS["EM"].items([{**rec, "prediction": row["raw"]}], {})[0][0] / 100)
+        lm_em.append(float(row["exact_match"]) if row.get("exact_match") is not None else math.nan)
     for doc, mine, theirs, full in differ[:5]:
         notes.append(f"gen item {doc}: glm-eval {mine!r} vs lm-eval {theirs!r} (glm-eval's text before the cut: {full!r})")
     return {"n": n, "identical": identical, "differ": len(differ), "em_ours": sum(ours_em) / n, "em_ours_on_lm": sum(ours_on_lm) / n,

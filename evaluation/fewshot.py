@@ -26,13 +26,12 @@ its prompts move with the world size.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .data import ItemError, read_jsonl
+from .digests import digest_of
 from .errors import InputError, Problem
 from .task_config import BaseTaskConfig
 
@@ -44,7 +43,7 @@ def item_identity(raw: Raw) -> str:
     """The item's ``id`` field, or a hash of its content (key order does not matter)."""
     if "id" in raw and isinstance(raw["id"], (str, int)) and not isinstance(raw["id"], bool):
         return f"id:{raw['id']}"
-    return "sha:" + hashlib.sha256(json.dumps(raw, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return "sha:" + digest_of(raw)
 
 
 def source_path(config: BaseTaskConfig, data_root: Optional[Path], data_file: Path) -> Optional[Path]:
@@ -135,10 +134,18 @@ class PromptBuilder:
         pool = self._pool(source if source is not None else data_file)
         identities = [item_identity(r) for r in pool]
         origin = source if source is not None else data_file
+        everyone = list(range(len(pool)))
+        positions: dict[str, list[int]] = {}  # identity -> its positions in the pool (copies of an item share one)
+        for position, identity in enumerate(identities):
+            positions.setdefault(identity, []).append(position)
 
         def build(raw: Raw) -> Raw:
             own = item_identity(raw)
-            candidates = [i for i, identity in enumerate(identities) if source is not None or identity != own]
+            candidates = everyone
+            if source is None and own in positions:  # never the item itself (nor a copy): the same list less those
+                candidates = everyone.copy()
+                for position in reversed(positions[own]):
+                    del candidates[position]
             if len(candidates) < k:
                 raise ItemError(f"num_fewshot is {k} but {origin} holds only {len(candidates)} other items to draw from", "num_fewshot")
             if self.config.fewshot_sampler == "first":

@@ -136,8 +136,9 @@ class LanguageModelTaskConfig(BaseTaskConfig):
 
     def check(self, model_max_length: Optional[int] = None) -> list[tuple[str, str]]:
         problems = super().check(model_max_length)
-        if self.num_fewshot:
-            problems.append(("num_fewshot", "language modelling scores raw text: it has no few-shot prompts"))
+        for name in ("num_fewshot", "description"):
+            if getattr(self, name):
+                problems.append((name, "language modelling scores raw text: it has no prompts, so this would be ignored"))
         limit = self.effective_max_length(model_max_length)
         if not 1 <= self.generation_length < limit - 1:
             problems.append(("generation_length", f"must be in [1, {limit - 1}) for a sequence of {limit}, got {self.generation_length}"))

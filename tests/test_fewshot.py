@@ -152,3 +152,12 @@ def test_too_few_examples_name_the_file_and_line(tmp_path: Path, tokenizer) -> N
         task.load_file(path)
     text = str(caught.value)
     assert "test.jsonl:1" in text and "num_fewshot is 3" in text and "only 2 other items" in text
+
+
+def test_prompts_on_a_language_modelling_task_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "data" / "text").mkdir(parents=True)
+    (tmp_path / "data" / "text" / "test.txt").write_text("some text\n", encoding="utf-8")
+    yaml_path = tmp_path / "lm.yaml"
+    yaml_path.write_text("name: lm\ntype: lm\npath: text\ndescription: '[CLS]'\n", encoding="utf-8")
+    _, problems = load_tasks([yaml_path], tmp_path / "data")
+    assert [(p.field, p.line) for p in problems] == [("description", 4)] and "ignored" in problems[0].message

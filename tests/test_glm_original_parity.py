@@ -88,3 +88,17 @@ def _without(tmp_path: Path, key: str) -> Path:
     (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").write_text("1")
     torch.save(payload, tmp_path / "ckpt" / "1" / "mp_rank_00_model_states.pt")
     return tmp_path / "ckpt"
+
+
+def test_a_broken_hub_weight_index_is_named(tmp_path: Path) -> None:
+    from evaluation.model.checkpoint import CheckpointError
+
+    hub = tmp_path / "hub"
+    save_original_glm(load_original_glm(fixture_config("block"), FIXTURES / "block"), hub, layout="hf")
+    (hub / "pytorch_model.bin").rename(hub / "part-1.bin")
+    (hub / "pytorch_model.bin.index.json").write_text('{"weight_map": {"glm.word_embeddings.weight": "part-2.bin"}}')
+    with pytest.raises(CheckpointError, match="names weight files that do not exist"):
+        load_original_glm(fixture_config("block"), hub)
+    (hub / "pytorch_model.bin.index.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a weight index"):
+        load_original_glm(fixture_config("block"), hub)

@@ -196,8 +196,3 @@ class OriginalGLMModel(nn.Module):
     def target_log_probs(self, rows: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return full_vocab_log_probs(self.logits)(rows, target)
 
-
-def expected_shapes(config: OriginalGLMConfig) -> dict[str, tuple[int, ...]]:
-    """Every checkpoint key of this config and its shape (for clear loading errors)."""
-    with torch.device("meta"):
-        return {k: tuple(v.shape) for k, v in OriginalGLMModel(config).state_dict().items()}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
 
 import torch
 
@@ -59,8 +58,15 @@ def _hf_weight_files(folder: Path) -> list[Path]:
     for name in HF_WEIGHT_FILES:
         index = folder / f"{name}.index.json"
         if index.is_file():
-            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-            return sorted({folder / f for f in weight_map.values()})
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise CheckpointError(f"{index}: not a weight index (a JSON object with 'weight_map'): {exc}") from None
+            files = sorted({folder / f for f in weight_map.values()})
+            missing = [str(f) for f in files if not f.is_file()]
+            if missing:
+                raise CheckpointError(f"{index} names weight files that do not exist: {missing[:3]}")
+            return files
         if (folder / name).is_file():
             return [folder / name]
     raise CheckpointError(f"{folder}: no {' or '.join(HF_WEIGHT_FILES)} (nor a sharded *.index.json)")
@@ -126,8 +132,7 @@ def load_original_glm(config: OriginalGLMConfig, folder: Path, dtype: torch.dtyp
     return model.to(device=device, dtype=dtype).eval()
 
 
-def save_original_glm(model: OriginalGLMModel, folder: Path, layout: str = "thudm", iteration: str = "1",
-                      extra_config: Optional[dict[str, Any]] = None) -> list[Path]:
+def save_original_glm(model: OriginalGLMModel, folder: Path, layout: str = "thudm", iteration: str = "1") -> list[Path]:
     """Write ``model`` in THUDM/GLM's layout (``latest_checkpointed_iteration.txt`` +
     ``<iter>/mp_rank_00_model_states.pt``) or the Hub's (``config.json`` + ``pytorch_model.bin``,
     ``glm.`` keys): what the tests' tiny original-GLM is saved as."""
@@ -144,7 +149,7 @@ def save_original_glm(model: OriginalGLMModel, folder: Path, layout: str = "thud
         config = {"architectures": ["GLMModel"], "model_type": "glm", "num_layers": c.num_layers, "hidden_size": c.hidden_size,
                   "num_attention_heads": c.num_attention_heads, "vocab_size": c.vocab_size,
                   "max_sequence_length": c.max_sequence_length, "block_position_encoding": c.block_position_encoding,
-                  "relative_encoding": False, "output_predict": True, **(extra_config or {})}
+                  "relative_encoding": False, "output_predict": True}
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         path = folder / "pytorch_model.bin"
         torch.save({HF_PREFIX + k: v for k, v in state.items()}, path)

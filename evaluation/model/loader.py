@@ -160,8 +160,14 @@ class ModelSpec:
     def original(self) -> bool:
         return isinstance(self.config, OriginalGLMConfig)
 
+    def layout(self) -> str:
+        """sat (GLM-130B), thudm (THUDM/GLM's Megatron layout) or hub (config.json + weights)."""
+        if not self.original:
+            return "sat"
+        return "hub" if is_hf_layout(self.checkpoint) else "thudm"
+
     def checkpoint_files(self) -> list[Path]:
-        if self.original and is_hf_layout(self.checkpoint):
+        if self.layout() == "hub":
             return sorted(p for p in self.checkpoint.iterdir() if p.suffix in (".bin", ".safetensors", ".json"))
         return checkpoint_shards(self.checkpoint)
 
@@ -222,8 +228,8 @@ class ModelSpec:
             "backend": "glm",
             **self.config.to_dict(),
             "load": str(self.checkpoint),
-            "checkpoint_shards": len(self.checkpoint_files()) if not self.original or not is_hf_layout(self.checkpoint) else 0,
-            "checkpoint_layout": ("hub" if is_hf_layout(self.checkpoint) else "thudm") if self.original else "sat",
+            "checkpoint_layout": self.layout(),
+            "checkpoint_shards": 0 if self.layout() == "hub" else len(checkpoint_shards(self.checkpoint)),
             "tokenizer_type": self.tokenizer_type,
             "tokenizer_model": str(self.tokenizer_model),
             "num_image_tokens": self.num_image_tokens if self.tokenizer_type == "icetk-glm-130b" else None,

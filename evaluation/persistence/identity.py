@@ -57,7 +57,7 @@ def run_identity(model_identity: Mapping[str, Any], flags: Mapping[str, Any], pr
         files = {}
         for group_files in item.data.values():
             for data in group_files:
-                for path in [data.path, *getattr(data, "sources", [])]:
+                for path in [data.path, *data.sources]:
                     try:
                         name = str(Path(path).resolve().relative_to(data_root.resolve()))
                     except ValueError:

@@ -78,18 +78,27 @@ def read_json(path: Path) -> Any:
         raise PrepareError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every non-blank line of ``path`` as an object; errors name file and line."""
+def read_jsonl_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every non-blank line of ``path``; a malformed line or one that
+    is not a JSON object is an error naming file and line."""
     records = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                value = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise PrepareError(f"{path}:{number}: malformed JSON: {exc.msg}") from None
+            if not isinstance(value, dict):
+                raise PrepareError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
+            records.append((number, value))
     return records
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every non-blank line of ``path`` as an object (see ``read_jsonl_lines``)."""
+    return [record for _, record in read_jsonl_lines(path)]
 
 
 def read_csv(path: Path, header: bool = True) -> list[list[str]]:

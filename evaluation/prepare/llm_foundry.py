@@ -35,12 +35,11 @@ line is an error that names the file and the line.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Callable
 
-from .common import PrepareError, TaskData, load_prompts, raw_path, render
+from .common import PrepareError, TaskData, load_prompts, raw_path, read_jsonl_lines, render
 
 SUITE = "llm-foundry"
 PROMPTS = "llm_foundry"
@@ -82,19 +81,7 @@ Raw = tuple[str, dict[str, Any]]  # ("path:line", record)
 def read_records(raw_dir: Path, relative: str) -> list[Raw]:
     """Every non-blank line of a raw file as (``"path:line"``, object); errors name file and line."""
     path = raw_path(raw_dir, f"{RAW_FOLDER}/{relative}", SUITE)
-    records: list[Raw] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PrepareError(f"{path}:{number}: malformed JSON: {exc.msg}") from None
-            if not isinstance(value, dict):
-                raise PrepareError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
-            records.append((f"{path}:{number}", value))
-    return records
+    return [(f"{path}:{number}", value) for number, value in read_jsonl_lines(path)]
 
 
 def text(raw: dict[str, Any], key: str, where: str) -> str:
