@@ -7,7 +7,9 @@ GLM_EVAL_ROOT="${GLM_EVAL_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODEL_TYPE="glm-original-tiny"
 TINY_GLM_LAYOUT="${TINY_GLM_LAYOUT:-thudm}"
 TINY_GLM_SEED="${TINY_GLM_SEED:-1234}"
-CHECKPOINT_PATH="${TINY_GLM_PATH:-$GLM_EVAL_ROOT/.cache/glm-original-tiny-$TINY_GLM_LAYOUT}"
+# TINY_GLM_TP=N saves the thudm layout as N shards (mp_rank_00 .. ), as an N-way THUDM/GLM run would.
+TINY_GLM_TP="${TINY_GLM_TP:-1}"
+CHECKPOINT_PATH="${TINY_GLM_PATH:-$GLM_EVAL_ROOT/.cache/glm-original-tiny-$TINY_GLM_LAYOUT$([ "$TINY_GLM_TP" = 1 ] || echo "-tp$TINY_GLM_TP")}"
 MP_SIZE="${MP_SIZE:-1}"
 MODEL_ARGS="--architecture glm \
             --model-parallel-size ${MP_SIZE} \
@@ -22,5 +24,5 @@ MODEL_ARGS="--architecture glm \
 
 prepare_model() {
     "$PYTHON" -m evaluation.tools.make_tiny_glm "$CHECKPOINT_PATH" --architecture glm --layout "$TINY_GLM_LAYOUT" \
-        --if-stale --seed "$TINY_GLM_SEED"
+        --if-stale --seed "$TINY_GLM_SEED" --tensor-parallel "$TINY_GLM_TP"
 }

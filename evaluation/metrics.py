@@ -246,6 +246,16 @@ def perplexity(records: Sequence[Record], stats: Mapping[str, float]) -> float:
         return math.inf
 
 
+def adjusted_perplexity(records: Sequence[Record], stats: Mapping[str, float]) -> float:
+    """THUDM/GLM's "adjusted ppl" (``tasks/language_model/finetune.py``, the figure its
+    WikiText results quote): exp(total NLL / (original tokens - 1)), the original tokens
+    being ``len(text.strip().split(" "))`` of the text before detokenization."""
+    try:
+        return math.exp(_total_loss(records) / stats["original_tokens"])
+    except OverflowError:
+        return math.inf
+
+
 def bits_per_byte(records: Sequence[Record], stats: Mapping[str, float]) -> float:
     """Total NLL in bits / UTF-8 bytes of the raw text."""
     return _total_loss(records) / (math.log(2) * stats["bytes"])
@@ -331,6 +341,7 @@ METRICS: dict[str, Metric] = {
     "EM": Metric(exact_match, ("gen",), _best_items(exact_match_score), binary=True),
     "F1": Metric(f1, ("gen",), _best_items(f1_score)),
     "PPL": Metric(perplexity, ("lm",), _window_items("words"), _exp, higher_is_better=False),
+    "AdjustedPPL": Metric(adjusted_perplexity, ("lm",), _window_items("original_tokens"), _exp, higher_is_better=False),
     "BPB": Metric(bits_per_byte, ("lm",), _window_items("bytes", math.log(2)), higher_is_better=False),
     "ContinuationPPL": Metric(continuation_perplexity, ("continuation",), continuation_items, _exp, higher_is_better=False),
     "AccuracyNorm": Metric(_normalised_accuracy("choice_chars"), ("mul",), _normalised_items("choice_chars"), binary=True),

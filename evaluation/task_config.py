@@ -27,6 +27,8 @@ from .errors import Problem
 TASK_TYPES = ("mul", "gen", "lm", "continuation", "other")
 SAMPLING_STRATEGIES = ("BaseStrategy", "BeamSearchStrategy")
 FEWSHOT_SAMPLERS = ("first", "random")
+LM_WINDOW_LAYOUTS = ("glm-130b", "glm")
+LM_DOCUMENT_SPLITS = ("file", "line")
 
 
 @dataclass
@@ -56,6 +58,10 @@ class BaseTaskConfig:
     fewshot_separator: str = "\n\n"
     target_delimiter: str = ""  # between an example's context and its answer
     description: Optional[str] = None  # put before every item's prompt when the item has no description of its own
+    # THUDM/GLM's --unidirectional layout for the original GLM: the first N context tokens
+    # stay before the mask, bidirectional; the rest of the context is causal in the blank.
+    unidirectional_prefix: int = 0
+    context_eos: bool = False  # eos right after the mask (THUDM/GLM's add_eos: its LAMBADA rows)
 
     DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ()
 
@@ -81,6 +87,16 @@ class BaseTaskConfig:
             problems.append(("num_fewshot", f"must be >= 0, got {self.num_fewshot}"))
         if self.num_fewshot > 0 and not self.fewshot_source:
             problems.append(("num_fewshot", "few-shot examples need a fewshot_source ('self', or a file path template such as '../dev/{dir}/{name}')"))
+        if self.unidirectional_prefix < 0:
+            problems.append(("unidirectional_prefix", f"must be >= 0, got {self.unidirectional_prefix}"))
+        elif self.unidirectional_prefix and not self.unidirectional:
+            problems.append(("unidirectional_prefix", "applies in unidirectional mode only (set unidirectional: true)"))
+        if self.context_eos and self.unidirectional and not self.unidirectional_prefix:
+            problems.append(("context_eos", "puts eos after the mask, so it needs the bidirectional layout or unidirectional_prefix"))
+        if self.type in ("gen", "lm"):
+            for name in ("unidirectional_prefix", "context_eos"):
+                if getattr(self, name):
+                    problems.append((name, f"applies to multiple-choice and continuation tasks, not type {self.type}"))
         if self.fewshot_sampler not in FEWSHOT_SAMPLERS:
             problems.append(("fewshot_sampler", f"must be one of {list(FEWSHOT_SAMPLERS)}, got {self.fewshot_sampler!r}"))
         return problems
@@ -130,7 +146,12 @@ class GenerationTaskConfig(BaseTaskConfig):
 
 @dataclass
 class LanguageModelTaskConfig(BaseTaskConfig):
-    generation_length: int = 256
+    generation_length: int = 256  # scored tokens per window (THUDM/GLM's --overlapping-eval)
+    # "glm-130b": GLM-130B's harness windows; "glm": THUDM/GLM's LMDataset for the original
+    # GLM ([CLS] prompt mask | sop text, the first token unscored; packing.py).
+    window_layout: str = "glm-130b"
+    detokenizer: Optional[str] = None  # "wikitext" or "ptb": THUDM/GLM's rules, applied before encoding
+    documents: str = "file"  # "file": a text file is one document; "line": every non-empty line is one (zero_lm.sh)
 
     DEFAULT_METRICS: typing.ClassVar[tuple[str, ...]] = ("PPL",)
 
@@ -139,6 +160,14 @@ class LanguageModelTaskConfig(BaseTaskConfig):
         for name in ("num_fewshot", "description"):
             if getattr(self, name):
                 problems.append((name, "language modelling scores raw text: it has no prompts, so this would be ignored"))
+        if self.window_layout not in LM_WINDOW_LAYOUTS:
+            problems.append(("window_layout", f"must be one of {list(LM_WINDOW_LAYOUTS)}, got {self.window_layout!r}"))
+        if self.documents not in LM_DOCUMENT_SPLITS:
+            problems.append(("documents", f"must be one of {list(LM_DOCUMENT_SPLITS)}, got {self.documents!r}"))
+        from .detokenizers import DETOKENIZERS
+
+        if self.detokenizer is not None and self.detokenizer not in DETOKENIZERS:
+            problems.append(("detokenizer", f"must be one of {sorted(DETOKENIZERS)}, got {self.detokenizer!r}"))
         limit = self.effective_max_length(model_max_length)
         if not 1 <= self.generation_length < limit - 1:
             problems.append(("generation_length", f"must be in [1, {limit - 1}) for a sequence of {limit}, got {self.generation_length}"))

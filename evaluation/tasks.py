@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .aggregation import FileScore
 from .data import ItemError, check_ids, list_of_texts_or_ids, parse_items, require, text_or_ids
 from .errors import InputError, Problem
+from .detokenizers import DETOKENIZERS, original_token_count
 from .fewshot import PromptBuilder
 from .metrics import METRICS, exact_match_score
 from .scoring.decoding import DecodingSettings
@@ -60,7 +61,9 @@ class BaseTask:
     @property
     def options(self) -> EncodingOptions:
         c = self.config
-        return EncodingOptions(c.use_task_mask, c.unidirectional, c.use_multitask_encoding, c.max_seq_length)
+        return EncodingOptions(c.use_task_mask, c.unidirectional, c.use_multitask_encoding, c.max_seq_length,
+                               unidirectional_prefix=c.unidirectional_prefix, context_eos=c.context_eos,
+                               lm_window_layout=getattr(c, "window_layout", "glm-130b"))
 
     def load_file(self, path: Path) -> FileData:
         builder = self.prompt_builder()
@@ -301,8 +304,9 @@ class GenerationTask(BaseTask):
 
 @dataclass
 class Document:
-    text: str
+    text: str  # as scored (after detokenization, if any)
     tokens: list[int]
+    original_tokens: int  # len(text.strip().split(" ")) before detokenization (THUDM/GLM's count)
 
 
 class LanguageModelTask(BaseTask):
@@ -319,6 +323,20 @@ class LanguageModelTask(BaseTask):
             raise ItemError("must be a non-empty string", "text")
         return Document(text, self.tokenizer.tokenize(text))
 
+    def _document(self, text: str) -> Document:
+        """A document as scored: detokenized first when the YAML asks (THUDM/GLM's WikiText
+        protocol), keeping the original text's token count for ``AdjustedPPL``."""
+        original = original_token_count(text)
+        if self.config.detokenizer:
+            text = DETOKENIZERS[self.config.detokenizer](text)
+        return Document(text, self.tokenizer.tokenize(text), original)
+
+    def load_item(self, raw: dict[str, Any]) -> Document:
+        text = require(raw, "text")
+        if not isinstance(text, str) or not text.strip():
+            raise ItemError("must be a non-empty string", "text")
+        return self._document(text)
+
     def load_file(self, path: Path) -> FileData:
         if path.suffix == ".jsonl":
             parsed = parse_items(path, self.load_item)
@@ -330,23 +348,35 @@ class LanguageModelTask(BaseTask):
                 raise InputError([Problem(path, f"not UTF-8 text: {exc}")]) from None
             if not text.strip():
                 raise InputError([Problem(path, "empty text file")])
-            data = FileData(path, [Document(text, self.tokenizer.tokenize(text))], [1])
-        data.stats = {
-            "words": float(sum(len(d.text.split()) for d in data.items)),
-            "bytes": float(sum(len(d.text.encode("utf-8")) for d in data.items)),
-            "tokens": float(sum(len(d.tokens) for d in data.items)),
-        }
+            if self.config.documents == "line":  # zero_lm.sh: every line a document, stripped; empty lines skipped
+                numbered = [(number, line.strip()) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
+                data = FileData(path, [self._document(line) for _, line in numbered], [number for number, _ in numbered])
+            else:
+                data = FileData(path, [self._document(text)], [1])
+        data.stats = self._stats(data.items)
         return data
 
+    @staticmethod
+    def _stats(documents: Sequence[Document]) -> dict[str, float]:
+        return {
+            "words": float(sum(len(d.text.split()) for d in documents)),
+            "bytes": float(sum(len(d.text.encode("utf-8")) for d in documents)),
+            "tokens": float(sum(len(d.tokens) for d in documents)),
+            # THUDM/GLM's "adjusted ppl" normaliser: original tokens less one
+            "original_tokens": float(sum(d.original_tokens for d in documents) - 1),
+        }
+
     def predict(self, scorer: Scorer, data: FileData, progress: bool = True) -> list[dict[str, Any]]:
-        windows = [(doc_index, w) for doc_index, doc in enumerate(data.items)
+        glm_layout = self.config.window_layout == "glm"  # the first token is never scored: skip 1-token documents
+        windows = [(doc_index, w) for doc_index, doc in enumerate(data.items) if not (glm_layout and len(doc.tokens) < 2)
                    for w in scorer.lm_windows(doc.tokens, self.options, self.config.generation_length)]
         if self.limit is not None and self.limit < len(windows):
             # Smoke runs: score the first windows and measure words/bytes on what was scored.
             windows = windows[: self.limit]
             text = self.tokenizer.detokenize([t for _, w in windows for t in w.target_ids[0].tolist()])
             data.stats = {"words": float(len(text.split())), "bytes": float(len(text.encode("utf-8"))),
-                          "tokens": float(sum(w.target_ids[0].size for _, w in windows))}
+                          "tokens": float(sum(w.target_ids[0].size for _, w in windows)),
+                          "original_tokens": float(len(text.strip().split(" ")))}
         with self._progress_bar(len(windows), data.path.name, progress, unit="window") as bar:
             losses = scorer.calculate_loss([w for _, w in windows], self.config.micro_batch_size, progress=bar.update)
         return [{"document": doc_index, "window": index, "scored_tokens": count, "loss": loss}

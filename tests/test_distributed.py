@@ -163,6 +163,42 @@ def test_glm_saved_two_way_loads_its_shards_under_mp_size_2(task_set, tiny_glm_t
     assert results(folder)["model"]["args"]["checkpoint_shards"] == 2
 
 
+# -- the tiny original GLM (THUDM/GLM's architecture: stride-3 query_key_value) ---------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_original_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny original GLM in THUDM/GLM's layout, saved 1-way and 2-way (same weights)."""
+    from evaluation.tools.make_tiny_glm import make_tiny_original_glm
+
+    return {tp: make_tiny_original_glm(tmp_path_factory.mktemp(f"glm-original-tp{tp}"), tensor_parallel=int(tp))
+            for tp in ("1", "2")}
+
+
+def original_env(data: Path, output: Path, checkpoint: Path, **extra: str) -> dict[str, str]:
+    return base_env(data, output, MODEL_CONFIG=str(ROOT / "configs" / "model_glm_original_tiny.sh"), TINY_GLM_PATH=str(checkpoint),
+                    **extra)
+
+
+@pytest.fixture(scope="module")
+def original_baseline(tmp_path_factory: pytest.TempPathFactory, task_set, tiny_original_dirs: dict[str, Path]) -> Path:
+    tasks, data = task_set
+    return one_process_run(tasks, original_env(data, tmp_path_factory.mktemp("original-runs"), tiny_original_dirs["1"]))
+
+
+@pytest.mark.parametrize("saved", ["1", "2"], ids=["split-on-load", "saved-2-way"])
+def test_original_glm_tensor_parallel_equals_one_process(saved: str, task_set, tiny_original_dirs: dict[str, Path],
+                                                         original_baseline: Path) -> None:
+    """TP=2 through torchrun on the original architecture: the 1-way checkpoint split on load,
+    and a 2-way checkpoint (mp_rank_00 + mp_rank_01, THUDM/GLM's split) read shard by shard."""
+    tasks, data = task_set
+    env = original_env(data, original_baseline.parent, tiny_original_dirs[saved], MP_SIZE="2", TINY_GLM_TP=saved)
+    result, folder = run_and_compare(f"original-tp2-from-{saved}", tasks, env, original_baseline, f"original GLM TP=2 (saved {saved}-way)")
+    run = results(folder)["run"]
+    assert (run["world_size"], run["tensor_parallel"]) == (2, 2)
+    assert results(folder)["model"]["args"]["checkpoint_shards"] == int(saved)
+
+
 @pytest.mark.parametrize("micro_batch", ["1", "5"])
 def test_glm_batch_size_does_not_change_results(micro_batch: str, task_set, tiny_glm_dir: Path, glm_baseline: Path) -> None:
     tasks, data = task_set

@@ -146,7 +146,7 @@ class TensorParallelGLM(nn.Module):
         return self.model(input_ids, position_ids, attention_mask, past=past)
 
     def _output_weight(self) -> torch.Tensor:
-        return self.model.transformer.word_embeddings.weight
+        return _embedding_owner(self.model).word_embeddings.weight
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits (all-gathered): for generation's few rows per step."""
@@ -156,11 +156,20 @@ class TensorParallelGLM(nn.Module):
         return vocab_parallel_target_log_probs(rows, target, self._output_weight(), self.tp)
 
 
+def _embedding_owner(model: nn.Module) -> nn.Module:
+    """Where the tied word embedding lives: ``model.transformer`` in GLM-130B's network,
+    ``model`` itself in the original GLM's (THUDM/GLM's key ``word_embeddings.weight``)."""
+    return model if hasattr(model, "word_embeddings") else model.transformer
+
+
 def parallelize(model: nn.Module, tp: TensorParallelGroup) -> TensorParallelGLM:
-    """Add the communication of a ``tp.size``-way shard to a loaded shard-sized GLM (in place)."""
-    transformer = model.transformer
-    transformer.word_embeddings = VocabParallelEmbedding(transformer.word_embeddings, tp)
-    for layer in transformer.layers:
+    """Add the communication of a ``tp.size``-way shard to a loaded shard-sized GLM (in place):
+    GLM-130B's network or the original GLM's, whose blocks name their layers alike (the
+    original's stride-3 ``query_key_value`` is column-parallel too, each rank holding its
+    heads' q, k and v: ``model/glm_original_sharding.py``)."""
+    owner = _embedding_owner(model)
+    owner.word_embeddings = VocabParallelEmbedding(owner.word_embeddings, tp)
+    for layer in model.transformer.layers:
         layer.attention.dense = RowParallelLinear(layer.attention.dense, tp)
         layer.mlp.dense_4h_to_h = RowParallelLinear(layer.mlp.dense_4h_to_h, tp)
     return TensorParallelGLM(model, tp)

@@ -12,8 +12,10 @@
 
 Every key is checked against the model's before anything is copied: a missing or unexpected
 key, or a shape that disagrees with the config, is an error that names the key and the file.
-Checkpoints saved tensor-parallel (several ``mp_rank_XX``) are refused with a message: merging
-them needs THUDM/GLM's [q0; q1; k0; k1; v0; v1] rule for ``query_key_value``, not GLM-130B's.
+Checkpoints saved tensor-parallel (several ``mp_rank_XX``) are merged by THUDM/GLM's rules
+(``glm_original_sharding.py``: [q0; q1; k0; k1; v0; v1] for ``query_key_value``), then cut
+into the shard a tensor-parallel rank needs; the whole checkpoint is in memory once while
+that happens (the released original-GLM checkpoints are at most 10B parameters, single-shard).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 from .checkpoint import CheckpointError, checkpoint_shards, read_shard
 from .glm_original import OriginalGLMConfig, OriginalGLMModel
+from .glm_original_sharding import merge_original_states, original_shard_slice, shard_sized_original, split_original_state
 
 HF_PREFIX = "glm."
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -98,10 +101,13 @@ def read_state(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
                 state[key[len(HF_PREFIX):]] = value
         return state, ", ".join(str(p) for p in files)
     shards = checkpoint_shards(folder)
-    if len(shards) > 1:
-        raise CheckpointError(f"{shards[0].parent}: {len(shards)} tensor-parallel shards; merge them into one first "
-                              "(original-GLM shards merge query_key_value as [q0; q1; k0; k1; v0; v1], which this loader does not do yet)")
-    return read_shard(shards[0]), str(shards[0])
+    if len(shards) == 1:
+        return read_shard(shards[0]), str(shards[0])
+    source = f"{shards[0].parent} ({len(shards)} tensor-parallel shards)"
+    try:
+        return merge_original_states([read_shard(p) for p in shards], source), source
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def check_state(state: dict[str, torch.Tensor], model: OriginalGLMModel, source: str) -> None:
@@ -118,32 +124,42 @@ def check_state(state: dict[str, torch.Tensor], model: OriginalGLMModel, source:
 
 
 def load_original_glm(config: OriginalGLMConfig, folder: Path, dtype: torch.dtype = torch.float32,
-                      device: str = "cpu") -> OriginalGLMModel:
-    """Build on the meta device and fill from ``folder`` (either layout); no random init."""
+                      device: str = "cpu", rank: int = 0, size: int = 1) -> OriginalGLMModel:
+    """Build on the meta device and fill from ``folder`` (either layout, any number of shards);
+    no random init. With ``size`` > 1 the model is rank ``rank``'s shard (shard-sized layers,
+    no collectives yet: ``distributed/tensor_parallel.parallelize`` adds them)."""
     with torch.device("meta"):
         model = OriginalGLMModel(config)
     state, source = read_state(folder)
     check_state(state, model, source)
+    shard_sized_original(model, size)
     model = model.to_empty(device="cpu")
     with torch.no_grad():
         for key, destination in model.state_dict().items():
-            destination.copy_(state[key])
+            destination.copy_(original_shard_slice(state[key], key, rank, size))
     del state
     return model.to(device=device, dtype=dtype).eval()
 
 
-def save_original_glm(model: OriginalGLMModel, folder: Path, layout: str = "thudm", iteration: str = "1") -> list[Path]:
+def save_original_glm(model: OriginalGLMModel, folder: Path, layout: str = "thudm", iteration: str = "1",
+                      tensor_parallel: int = 1) -> list[Path]:
     """Write ``model`` in THUDM/GLM's layout (``latest_checkpointed_iteration.txt`` +
-    ``<iter>/mp_rank_00_model_states.pt``) or the Hub's (``config.json`` + ``pytorch_model.bin``,
-    ``glm.`` keys): what the tests' tiny original-GLM is saved as."""
+    ``<iter>/mp_rank_XX_model_states.pt``, ``tensor_parallel`` shards split by THUDM/GLM's
+    rules) or the Hub's (``config.json`` + ``pytorch_model.bin``, ``glm.`` keys): what the
+    tests' tiny original-GLM is saved as."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     if layout == "thudm":
         (folder / "latest_checkpointed_iteration.txt").write_text(iteration + "\n")
         (folder / iteration).mkdir(exist_ok=True)
-        path = folder / iteration / "mp_rank_00_model_states.pt"
-        torch.save({"module": state, "iteration": int(iteration) if iteration.isdigit() else iteration}, path)
-        return [path]
+        paths = []
+        for rank, shard in enumerate(split_original_state(state, tensor_parallel)):
+            path = folder / iteration / f"mp_rank_{rank:02d}_model_states.pt"
+            torch.save({"module": shard, "iteration": int(iteration) if iteration.isdigit() else iteration}, path)
+            paths.append(path)
+        return paths
+    if tensor_parallel != 1:
+        raise ValueError("the Hub layout holds one full model; tensor_parallel applies to the thudm layout")
     if layout == "hf":
         c = model.config
         config = {"architectures": ["GLMModel"], "model_type": "glm", "num_layers": c.num_layers, "hidden_size": c.hidden_size,

@@ -147,13 +147,11 @@ class ModelSpec:
                       for k in ("num_layers", "hidden_size", "num_attention_heads", "vocab_size", "max_sequence_length",
                                 "block_position_encoding") if getattr(config, k) != getattr(hub_config, k)]
             raise ValueError(f"--load {checkpoint}: the model flags disagree with its config.json ({'; '.join(differ)})")
-        if ns.model_parallel_size != 1:
-            raise ValueError("--architecture glm runs in one process per model for now (--model-parallel-size 1; "
-                             "data parallel works): its tensor-parallel split ([q|k|v] query_key_value) is not implemented")
+        check_tensor_parallel(config, ns.model_parallel_size)
         if getattr(ns, "quantization_bit_width", None):
             raise ValueError("--quantization-bit-width applies to GLM-130B's network only")
         tokenizer_model = Path(ns.tokenizer_model) if ns.tokenizer_model else default_tokenizer_model(ns.tokenizer_type, checkpoint)
-        return cls(config, checkpoint, tokenizer_model, ns.num_image_tokens, dtype, device, 1, ns.tokenizer_type, None,
+        return cls(config, checkpoint, tokenizer_model, ns.num_image_tokens, dtype, device, ns.model_parallel_size, ns.tokenizer_type, None,
                    resolve_cpu_linear(getattr(ns, "cpu_linear", "auto"), device, dtype))
 
     @property
@@ -261,13 +259,11 @@ def load_model(spec: ModelSpec, tensor_parallel: Optional["TensorParallelGroup"]
     ``quantization.py``); quantizing happens on CPU, tensor by tensor, before the model
     moves to its device. With ``cpu_linear == 'onednn'`` the float linear layers get
     oneDNN-packed weights (``cpu_linear.py``)."""
-    if isinstance(spec.config, OriginalGLMConfig):
-        model = load_original_glm(spec.config, spec.checkpoint, DTYPES[spec.dtype], spec.device)
-        if spec.cpu_linear == "onednn":
-            pack_linear_layers(model)
-        return model
     rank, size = (tensor_parallel.rank, tensor_parallel.size) if tensor_parallel is not None else (0, 1)
-    model = load_quantized_model(spec.config, spec.checkpoint, spec.quantization_bit_width, rank, size)
+    if isinstance(spec.config, OriginalGLMConfig):
+        model = load_original_glm(spec.config, spec.checkpoint, DTYPES[spec.dtype], "cpu", rank, size)
+    else:
+        model = load_quantized_model(spec.config, spec.checkpoint, spec.quantization_bit_width, rank, size)
     if model is None:
         with torch.device("meta"):
             model = GLMModel(spec.config)

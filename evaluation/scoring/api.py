@@ -36,6 +36,9 @@ class EncodingOptions:
     unidirectional: bool = False
     use_multitask_encoding: bool = False
     max_seq_length: int = 2048
+    unidirectional_prefix: int = 0  # THUDM/GLM's unidirectional layout (packing.build_multiple_choice)
+    context_eos: bool = False  # eos after the mask, THUDM/GLM's add_eos (packing.build_multiple_choice)
+    lm_window_layout: str = "glm-130b"  # or "glm": THUDM/GLM's LM windows (packing.build_language_model_windows_glm)
 
 
 class Scorer(Protocol):

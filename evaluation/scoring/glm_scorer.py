@@ -28,6 +28,7 @@ from .packing import (
     SpecialIds,
     build_generation_context,
     build_language_model_windows,
+    build_language_model_windows_glm,
     build_multiple_choice,
 )
 
@@ -88,7 +89,8 @@ class GLMScorer:
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device)
-        self.ids = SpecialIds(mask=tokenizer.mask_id, gmask=tokenizer.gmask_id, sop=tokenizer.sop_id, pad=tokenizer.pad_id)
+        self.ids = SpecialIds(mask=tokenizer.mask_id, gmask=tokenizer.gmask_id, sop=tokenizer.sop_id, pad=tokenizer.pad_id,
+                              eos=tokenizer.eos_id)
         self.position_2d = model.config.position_encoding_2d
         self.max_model_length = model.config.max_sequence_length
 
@@ -116,6 +118,8 @@ class GLMScorer:
             use_multitask_encoding=options.use_multitask_encoding,
             max_seq_length=self.effective_max_length(options),
             position_2d=self.position_2d,
+            unidirectional_prefix=options.unidirectional_prefix,
+            context_eos=options.context_eos,
         )
 
     def cond_log_prob(
@@ -173,6 +177,15 @@ class GLMScorer:
 
     # -- language modelling --------------------------------------------------------------
     def lm_windows(self, tokens: Sequence[int], options: EncodingOptions, generation_length: int) -> list[PackedSequence]:
+        if options.lm_window_layout == "glm":
+            cls_id = self.tokenizer.special_tokens.get("ENC")
+            if cls_id is None:
+                raise ValueError(f"window-layout: glm puts [CLS] before every window, and tokenizer {type(self.tokenizer).__name__} "
+                                 "has none (it is THUDM/GLM's layout for the original GLM's tokenizers)")
+            return build_language_model_windows_glm(
+                tokens, self.ids, cls_id, use_task_mask=options.use_task_mask, unidirectional=options.unidirectional,
+                max_seq_length=self.effective_max_length(options), generation_length=generation_length,
+                position_2d=self.position_2d)
         return build_language_model_windows(
             tokens,
             self.ids,

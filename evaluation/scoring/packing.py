@@ -33,6 +33,7 @@ class SpecialIds:
     gmask: int
     sop: int
     pad: int
+    eos: int = -1  # only read with context_eos (THUDM/GLM's add_eos)
 
 
 @dataclass
@@ -83,13 +84,32 @@ def build_multiple_choice(
     use_multitask_encoding: bool,
     max_seq_length: int,
     position_2d: bool,
+    unidirectional_prefix: int = 0,
+    context_eos: bool = False,
 ) -> PackedSequence:
-    """Pack all choices of one item into a single sequence (reference semantics)."""
+    """Pack all choices of one item into a single sequence (reference semantics).
+
+    ``unidirectional_prefix`` N > 0 (unidirectional mode only) is THUDM/GLM's
+    ``--unidirectional`` layout for the original GLM: the first N context tokens and the
+    mask stay in front, bidirectional among themselves, at positions 0..N; everything
+    after (``sop``, the rest of the context, the choice blocks) is one causal blank at the
+    mask's position with block positions 1, 2, ... (``tasks/language_model/dataset.py``,
+    ``LambadaDataset``: ``[CLS]`` + the first passage token before ``[gMASK]``, N = 2).
+
+    ``context_eos`` puts the tokenizer's eos right after the mask, in the bidirectional part
+    (position mask + 1, block position 0), as THUDM/GLM's ``build_input_from_ids`` does by
+    default (``add_eos``): its LAMBADA rows are ``[CLS] passage [gMASK] <eos> | <sop> word``."""
+    if unidirectional_prefix:
+        return _build_multiple_choice_prefixed(context, choices, ids, use_task_mask=use_task_mask,
+                                               max_seq_length=max_seq_length, position_2d=position_2d,
+                                               prefix_length=unidirectional_prefix, context_eos=context_eos)
+    if context_eos and (unidirectional or ids.eos < 0):
+        raise ValueError("context_eos needs the bidirectional layout (or unidirectional_prefix) and an eos id")
     single_token = all(len(c) == 1 for c in choices)
     target_length = 1 if single_token else sum(len(c) for c in choices)
     if target_length + 2 >= max_seq_length:
         raise ValueError(f"choices take {target_length} tokens, more than max_seq_length {max_seq_length} allows")
-    context = truncate_left(context, max_seq_length - target_length - 2)
+    context = truncate_left(context, max_seq_length - target_length - 2 - int(context_eos))
     mask_id = ids.gmask if use_task_mask else ids.mask
     blank_filling = mask_id in context
 
@@ -101,6 +121,8 @@ def build_multiple_choice(
         mask_position = len(prefix)
     else:
         prefix = list(context) if blank_filling else [*context, mask_id]
+        if context_eos:
+            prefix.append(ids.eos)
         block_start = ids.sop
         mask_position = prefix.index(mask_id)
     division = len(prefix)
@@ -135,6 +157,54 @@ def build_multiple_choice(
         target_ids=[np.asarray(c, dtype=np.int64) for c in choices],
     )
     return packed
+
+
+def _build_multiple_choice_prefixed(
+    context: Sequence[int],
+    choices: Sequence[Sequence[int]],
+    ids: SpecialIds,
+    *,
+    use_task_mask: bool,
+    max_seq_length: int,
+    position_2d: bool,
+    prefix_length: int,
+    context_eos: bool = False,
+) -> PackedSequence:
+    """THUDM/GLM's unidirectional layout (see ``build_multiple_choice``):
+    ``c[:N] mask | sop c[N:-1] | c[-1] choice_1[:-1] | c[-1] choice_2[:-1] ...``; every
+    choice block sees the front part and the shared causal part, never another choice."""
+    target_length = sum(len(c) for c in choices)
+    if target_length + prefix_length + 3 >= max_seq_length:
+        raise ValueError(f"choices take {target_length} tokens, more than max_seq_length {max_seq_length} allows")
+    context = list(context)
+    front, rest = context[:prefix_length], context[prefix_length:]
+    rest = truncate_left(rest, max_seq_length - target_length - len(front) - 3)
+    mask_id = ids.gmask if use_task_mask else ids.mask
+    shared = [ids.sop, *rest]  # the blank's causal part before the choices
+    head = [*front, mask_id, *([ids.eos] if context_eos else [])]
+    division = len(head) + len(shared) - 1  # the last shared token starts every choice block
+    block_start = shared[-1]
+    tokens = [*head, *shared[:-1]]
+    mask_position = len(front)
+    pos1 = list(range(len(head))) + [mask_position] * (len(shared) - 1)
+    pos2 = [0] * len(head) + list(range(1, len(shared)))
+    block_lens = [len(c) for c in choices]
+    target_rows: list[np.ndarray] = []
+    for choice, length in zip(choices, block_lens):
+        start = len(tokens)
+        target_rows.append(np.arange(start, start + length))
+        tokens.extend([block_start, *list(choice)[:-1]])
+        pos1.extend([mask_position] * length)
+        pos2.extend(range(len(shared), len(shared) + length))
+    mask = _block_diag_mask(division, block_lens, causal_context=True)
+    mask[: len(head), : len(head)] = True
+    return PackedSequence(
+        tokens=np.asarray(tokens, dtype=np.int64),
+        positions=_positions(np.asarray(pos1, dtype=np.int64), np.asarray(pos2, dtype=np.int64) if position_2d else None),
+        mask=mask,
+        target_rows=target_rows,
+        target_ids=[np.asarray(c, dtype=np.int64) for c in choices],
+    )
 
 
 @dataclass
@@ -248,6 +318,65 @@ def build_language_model_windows(
                 mask=mask,
                 target_rows=[np.arange(len(prompt) + 1, seq_len)],
                 target_ids=[np.asarray(text, dtype=np.int64)],
+            )
+        )
+    return windows
+
+
+def build_language_model_windows_glm(
+    tokens: Sequence[int],
+    ids: SpecialIds,
+    cls_id: int,
+    *,
+    use_task_mask: bool,
+    unidirectional: bool,
+    max_seq_length: int,
+    generation_length: int,
+    position_2d: bool,
+) -> list[PackedSequence]:
+    """THUDM/GLM's language-modelling windows for the original GLM (``zero_wikitext.sh``,
+    ``zero_lm.sh``: ``tasks/language_model/dataset.py``, ``LMDataset`` with ``--block-lm``).
+
+    ``max_seq_length`` is their ``--seq-length``: a window holds ``L = max_seq_length - 1``
+    document tokens, window i starting at token ``i * generation_length`` (their
+    ``--overlapping-eval``). Window 0 keeps only the document's first token as prompt and
+    scores the other ``L - 1`` (so the first token is never scored); window i > 0 keeps its
+    first ``L - generation_length`` tokens as prompt and scores the rest. The row is
+    ``[CLS] prompt mask | sop text[:-1]``, the prompt bidirectional, the blank causal at the
+    mask's position with block positions 1, 2, .... Unidirectional (their
+    ``--unidirectional``): every window keeps only its first token as prompt, the blank
+    holds the rest, and windows i > 0 score only their last ``generation_length`` tokens.
+    Every document token but the first is scored exactly once."""
+    length = max_seq_length - 1
+    if not 1 <= generation_length < length:
+        raise ValueError(f"generation_length {generation_length} must be in [1, {length}) for max_seq_length {max_seq_length}")
+    tokens = list(tokens)
+    if len(tokens) < 2:
+        raise ValueError("a document needs at least two tokens (the first is never scored)")
+    mask_id = ids.gmask if use_task_mask else ids.mask
+    count = max(-(-max(len(tokens) - length, 0) // generation_length) + 1, 1)
+    windows = []
+    for index in range(count):
+        chunk = tokens[index * generation_length : index * generation_length + length]
+        cut = 1 if index == 0 or unidirectional else length - generation_length
+        prompt, text = chunk[:cut], chunk[cut:]
+        head = [cls_id, *prompt, mask_id]
+        # THUDM/GLM masks all but the last ``generation_length`` entries of a row padded to
+        # full length, so a short last window scores its last len(chunk) - (L - g) tokens.
+        scored = len(text) if index == 0 or not unidirectional else len(chunk) - (length - generation_length)
+        seq_len = len(head) + len(text)
+        mask = np.tril(np.ones((seq_len, seq_len), dtype=bool))
+        mask[:, : len(head)] = True
+        mask_position = len(head) - 1
+        pos1 = np.concatenate([np.arange(len(head)), np.full(len(text), mask_position)]).astype(np.int64)
+        pos2 = np.concatenate([np.zeros(len(head)), np.arange(1, len(text) + 1)]).astype(np.int64)
+        windows.append(
+            PackedSequence(
+                tokens=np.asarray([*head, ids.sop, *text[:-1]], dtype=np.int64),
+                positions=_positions(pos1, pos2 if position_2d else None),
+                mask=mask,
+                target_rows=[np.arange(seq_len - scored, seq_len)],
+                target_ids=[np.asarray(text[len(text) - scored :], dtype=np.int64)],
             )
         )
     return windows

@@ -113,15 +113,17 @@ def recipe_digest(seed: int, config: GLMConfig | OriginalGLMConfig, tensor_paral
 
 
 def make_tiny_original_glm(out_dir: Path, seed: int = 1234, layout: str = "thudm",
-                           config: OriginalGLMConfig = TINY_ORIGINAL_CONFIG) -> Path:
-    """The tiny original-GLM model and its tokenizer in ``layout`` (thudm or hf)."""
+                           config: OriginalGLMConfig = TINY_ORIGINAL_CONFIG, tensor_parallel: int = 1) -> Path:
+    """The tiny original-GLM model and its tokenizer in ``layout`` (thudm or hf); in the thudm
+    layout optionally as ``tensor_parallel`` shards (THUDM/GLM's split rules). The weights do
+    not depend on ``tensor_parallel``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     train_tokenizer(out_dir / "ice_text.model")
     model = OriginalGLMModel(config)
     init_weights(model, seed)  # type: ignore[arg-type]  (any module: seeded per parameter name)
-    save_original_glm(model, out_dir, layout=layout)
+    save_original_glm(model, out_dir, layout=layout, tensor_parallel=tensor_parallel)
     config.save(out_dir / "model_config.json")
-    (out_dir / RECIPE_FILE).write_text(recipe_digest(seed, config, 1, layout) + "\n")
+    (out_dir / RECIPE_FILE).write_text(recipe_digest(seed, config, tensor_parallel, layout) + "\n")
     return out_dir
 
 
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.if_stale and stamp.is_file() and stamp.read_text().strip() == wanted:
             return 0
         if original:
-            make_tiny_original_glm(args.out_dir, args.seed, args.layout)
+            make_tiny_original_glm(args.out_dir, args.seed, args.layout, tensor_parallel=args.tensor_parallel)
         else:
             make_tiny_glm(args.out_dir, args.seed, config, args.tensor_parallel)
     print(f"tiny GLM written to {args.out_dir}" + (f" ({args.tensor_parallel} shards)" if args.tensor_parallel > 1 else ""),
