@@ -107,7 +107,7 @@ MC_SETS = {  # name -> (prepared file relative to DATA/bloom, shipped YAML of gl
     "mathqa": ("mathqa/lm_eval/mul/test.jsonl", "tasks/bloom/mathqa.yaml"),
 }
 THRESHOLDS = {"acc_points": 0.1, "ppl_rel": 0.005, "loglik": 1e-3, "identical_generations": 0.99}
-ALL_KEYS = ("lambada", "mmlu", "mc", "wsc", "gen")
+ALL_KEYS = ("lambada", "mmlu", "mc", "mmlu5", "pubmedqa", "wsc", "gen")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -592,58 +592,82 @@ def build_workdir(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     plan["our_yamls"]["lambada"] = str(ROOT / "tasks/lambada/lambada-openai.yaml")
     plan["files"]["lambada"] = {"vs_lambada": ("LAMBADA-openai", "last_word/continuation/test.jsonl")}
 
-    # MMLU 0-shot, lm-eval prompt; lm-eval's own choice spelling (letters + target_delimiter " ")
-    mmlu_names, mmlu_files = [], {}
-    for subject in args.mmlu_subjects:
-        found = sorted((data / "mmlu/0shot/LM_eval/mul").glob(f"*/{subject}.jsonl"))
-        if not found:
-            raise SystemExit(f"MMLU subject {subject!r} not found under {data / 'mmlu/0shot/LM_eval/mul'}")
-        rel = found[0].relative_to(data).as_posix()
-        path = copy(rel, args.mmlu_limit)
-        for row in read_jsonl(path):
-            if row["choices_pretokenized"] != [" A", " B", " C", " D"]:
-                raise SystemExit(f"{rel}: choices {row['choices_pretokenized']} are not ' A'..' D'")
-        name = f"vs_mmlu_{subject}"
-        (yaml_dir / f"{name}.yaml").write_text(yaml_text(name, path, (
-            "output_type: multiple_choice\ndoc_to_text: \"{{description}}{{inputs_pretokenized}}\"\ndoc_to_target: label\n"
-            "doc_to_choice: [\"A\", \"B\", \"C\", \"D\"]\ntarget_delimiter: \" \"\n"
-            "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")))
-        mmlu_names.append(name)
-        mmlu_files[name] = ("mmlu-lm-eval-0shot", Path(rel).relative_to("mmlu/0shot").as_posix())
-    plan["lm_eval_tasks"]["mmlu"] = mmlu_names
-    plan["our_yamls"]["mmlu"] = str(ROOT / "tasks/mmlu/mmlu_lm_eval_0shot.yaml")
-    categories = {Path(rel).parent.name for _, rel in mmlu_files.values()}
-    if len(categories) < 4:  # the shipped YAML wants every category: keep only the groups that have files
-        import yaml
+    def add_mmlu(key: str, shots: str, our_yaml: str, our_task: str) -> None:
+        """MMLU in lm-eval's prompt and choice spelling (letters + target_delimiter " "), 0- or
+        5-shot (the 5-shot files hold the description and the five dev examples in their text)."""
+        names, files = [], {}
+        for subject in args.mmlu_subjects:
+            found = sorted((data / f"mmlu/{shots}/LM_eval/mul").glob(f"*/{subject}.jsonl"))
+            if not found:
+                raise SystemExit(f"MMLU subject {subject!r} not found under {data / f'mmlu/{shots}/LM_eval/mul'}")
+            rel = found[0].relative_to(data).as_posix()
+            path = copy(rel, args.mmlu_limit)
+            for row in read_jsonl(path):
+                if row["choices_pretokenized"] != [" A", " B", " C", " D"]:
+                    raise SystemExit(f"{rel}: choices {row['choices_pretokenized']} are not ' A'..' D'")
+            name = f"vs_{key}_{subject}"
+            text = "\"{{description}}{{inputs_pretokenized}}\"" if "description" in read_jsonl(path)[0] else "inputs_pretokenized"
+            (yaml_dir / f"{name}.yaml").write_text(yaml_text(name, path, (
+                f"output_type: multiple_choice\ndoc_to_text: {text}\ndoc_to_target: label\n"
+                "doc_to_choice: [\"A\", \"B\", \"C\", \"D\"]\ntarget_delimiter: \" \"\n"
+                "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")))
+            names.append(name)
+            files[name] = (our_task, Path(rel).relative_to(f"mmlu/{shots}").as_posix())
+        plan["lm_eval_tasks"][key] = names
+        plan["our_yamls"][key] = str(ROOT / our_yaml)
+        categories = {Path(rel).parent.name for _, rel in files.values()}
+        if len(categories) < 4:  # the shipped YAML wants every category: keep only the groups that have files
+            import yaml
 
-        config = yaml.safe_load((ROOT / "tasks/mmlu/mmlu_lm_eval_0shot.yaml").read_text())
-        config["file-pattern"] = {g: p for g, p in config["file-pattern"].items() if g in categories}
-        (work / "our_tasks").mkdir(exist_ok=True)
-        (work / "our_tasks/mmlu_lm_eval_0shot.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        plan["our_yamls"]["mmlu"] = str(work / "our_tasks/mmlu_lm_eval_0shot.yaml")
-    plan["files"]["mmlu"] = mmlu_files
+            config = yaml.safe_load((ROOT / our_yaml).read_text())
+            config["file-pattern"] = {g: p for g, p in config["file-pattern"].items() if g in categories}
+            (work / "our_tasks").mkdir(exist_ok=True)
+            (work / "our_tasks" / Path(our_yaml).name).write_text(yaml.safe_dump(config, sort_keys=False))
+            plan["our_yamls"][key] = str(work / "our_tasks" / Path(our_yaml).name)
+        plan["files"][key] = files
 
-    # multi-token multiple choice (OpenBookQA / MathQA, lm_eval prompt): lm-eval's default " " delimiter
+    add_mmlu("mmlu", "0shot", "tasks/mmlu/mmlu_lm_eval_0shot.yaml", "mmlu-lm-eval-0shot")
+    add_mmlu("mmlu5", "5shot", "tasks/mmlu/mmlu_lm_eval_5shot.yaml", "mmlu-lm-eval-5shot")
+
+    def add_choices(key: str, rel_in_bloom: str, our_yaml: str, task_name: str, limit: int, lead: bool) -> str:
+        """A multiple-choice file of the bloom suite in its lm_eval prompt; lm-eval's default " "
+        delimiter unless every choice already starts with a space. Returns the delimiter."""
+        rel = f"bloom/{rel_in_bloom}"
+        path = copy(rel, limit)
+        rows = read_jsonl(path)
+        if lead:  # both harnesses then score the very strings " " + choice
+            rows = [{**r, "choices_pretokenized": [c if c[:1].isspace() else " " + c for c in r["choices_pretokenized"]]} for r in rows]
+            write_jsonl(path, rows)
+        leading = sum(all(c[:1].isspace() for c in r["choices_pretokenized"]) for r in rows)
+        delimiter = "" if leading == len(rows) else " "
+        plan[f"{key}_choices_leading_space"] = f"{leading}/{len(rows)}"
+        (yaml_dir / f"vs_{key}.yaml").write_text(yaml_text(f"vs_{key}", path, (
+            "output_type: multiple_choice\ndoc_to_text: inputs_pretokenized\ndoc_to_target: label\n"
+            f"doc_to_choice: \"{{{{choices_pretokenized}}}}\"\ntarget_delimiter: {json.dumps(delimiter)}\n"
+            "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+            "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n")))
+        plan["lm_eval_tasks"][key] = [f"vs_{key}"]
+        plan["our_yamls"][key] = str(ROOT / our_yaml)
+        prompt_folder = Path(rel_in_bloom).parts[0]
+        plan["files"][key] = {f"vs_{key}": (task_name, Path(rel_in_bloom).relative_to(prompt_folder).as_posix())}
+        return delimiter
+
+    # multi-token multiple choice (OpenBookQA / MathQA, lm_eval prompt)
     rel_in_bloom, our_yaml = MC_SETS[args.mc]
-    rel = f"bloom/{rel_in_bloom}"
-    path = copy(rel, args.mc_limit)
-    rows = read_jsonl(path)
-    if args.mc_choice_space == "lead":  # both harnesses then score the very strings " " + choice
-        rows = [{**r, "choices_pretokenized": [c if c[:1].isspace() else " " + c for c in r["choices_pretokenized"]]} for r in rows]
-        write_jsonl(path, rows)
-    leading = sum(all(c[:1].isspace() for c in r["choices_pretokenized"]) for r in rows)
-    delimiter = "" if leading == len(rows) else " "
-    plan["mc_choices_leading_space"] = f"{leading}/{len(rows)}"
-    (yaml_dir / "vs_mc.yaml").write_text(yaml_text("vs_mc", path, (
-        "output_type: multiple_choice\ndoc_to_text: inputs_pretokenized\ndoc_to_target: label\n"
-        f"doc_to_choice: \"{{{{choices_pretokenized}}}}\"\ntarget_delimiter: {json.dumps(delimiter)}\n"
-        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
-        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n")))
-    plan["lm_eval_tasks"]["mc"] = ["vs_mc"]
-    plan["our_yamls"]["mc"] = str(ROOT / our_yaml)
     task_name = {"openbookqa": "bloom-openbookqa", "mathqa": "bloom-mathqa"}[args.mc]
-    plan["files"]["mc"] = {"vs_mc": (task_name, Path(rel_in_bloom).relative_to(args.mc).as_posix())}
-    plan["mc_delimiter"] = delimiter
+    plan["mc_delimiter"] = add_choices("mc", rel_in_bloom, our_yaml, task_name, args.mc_limit, args.mc_choice_space == "lead")
+    plan["mc_choices_leading_space"] = plan.pop("mc_choices_leading_space")
+
+    # PubMedQA (long abstracts, single-token choices yes / no / maybe), its lm_eval prompt only
+    import yaml
+
+    config = yaml.safe_load((ROOT / "tasks/bloom/pubmedqa.yaml").read_text())
+    config["file-pattern"] = {"test": "lm_eval/mul/test.jsonl"}
+    (work / "our_tasks").mkdir(exist_ok=True)
+    (work / "our_tasks/pubmedqa.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    plan["pubmedqa_delimiter"] = add_choices("pubmedqa", "pubmedqa/lm_eval/mul/test.jsonl", "tasks/bloom/pubmedqa.yaml", "bloom-pubmedqa",
+                                             args.pubmedqa_limit, False)
+    plan["our_yamls"]["pubmedqa"] = str(work / "our_tasks/pubmedqa.yaml")
 
     # WSC273 by partial scoring (lm-eval's "multiple input": doc_to_text returns the gold index,
     # doc_to_choice the contexts, doc_to_target the shared continuation; ours: partial-scoring: true)
@@ -820,6 +844,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "usual ' ' delimiter; lead: the copy both read gets ' ' + choice (lm-eval delimiter '')")
     parser.add_argument("--report-only", action="store_true", help=argparse.SUPPRESS)  # re-print the last run's tables
     parser.add_argument("--wsc-limit", type=int, default=273, help="WSC273 items (default 273: all)")
+    parser.add_argument("--pubmedqa-limit", type=int, default=200, help="PubMedQA items, lm_eval prompt (default 200)")
     parser.add_argument("--gen-limit", type=int, default=300, help="TriviaQA items for generate_until (default 300)")
     parser.add_argument("--gen-shots", type=int, default=3, help="TriviaQA examples per prompt, drawn by glm-eval's few-shot builder "
                         "and written into the items both harnesses read (0: the 0-shot prompt, which SmolLM2-Instruct mostly "
@@ -955,7 +980,8 @@ def report(args: argparse.Namespace, plan: dict[str, Any], keys: list[str], time
         acc_diff = (c["acc_ours"] - c["acc_lm"]) * 100
         ll_ok = c["max_ll_diff"] <= THRESHOLDS["loglik"]
         ok &= abs(acc_diff) <= THRESHOLDS["acc_points"] and ll_ok
-        label = {"lambada": "lambada_openai", "mmlu": f"mmlu 0-shot ({len(args.mmlu_subjects)} subj.)", "mc": args.mc,
+        label = {"lambada": "lambada_openai", "mmlu": f"mmlu 0-shot ({len(args.mmlu_subjects)} subj.)",
+                 "mmlu5": f"mmlu 5-shot ({len(args.mmlu_subjects)} subj.)", "mc": args.mc, "pubmedqa": "pubmedqa",
                  "wsc": "wsc273 (partial scoring)"}[key]
         rows.append([label, str(c["n"]), "acc %", f"{c['acc_ours'] * 100:.2f}", f"{c['acc_lm'] * 100:.2f}", f"{acc_diff:+.2f}",
                      f"{c['max_ll_diff']:.1e}", f"{ours_s:.1f}", f"{lm_s:.1f}", f"{speed[key]:.2f}x"])

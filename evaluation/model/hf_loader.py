@@ -42,6 +42,11 @@ def add_hf_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-batch-tokens", type=int, default=1024,
                        help="HF backend: requests are sorted by length and batched up to this many padded tokens "
                             "(replaces the tasks' micro-batch-size; 1024 keeps padding low: the benchmark measured MMLU 22 %% faster than at 4096)")
+    group.add_argument("--no-prefix-reuse", action="store_true",
+                       help="HF backend: do not compute a prefix shared by several requests (few-shot examples) once and reuse its "
+                            "key/value cache (on by default; exact up to float summation order)")
+    group.add_argument("--prefix-cache-mb", type=int, default=256,
+                       help="HF backend: the most memory one batch's expanded prefix cache may take (rows are split to fit)")
     group.add_argument("--hf-no-packing", action="store_true",
                        help="score multiple choice with one sequence per choice instead of packing the choices after one context")
 
@@ -60,6 +65,8 @@ class HFModelSpec:
     packing: bool = True
     cpu_linear: str = "torch"  # 'onednn' or 'torch', resolved from --cpu-linear (see cpu_linear.py)
     model_parallel_size: int = 1  # tensor-parallel processes per replica (transformers' own tp_plan)
+    prefix_reuse: bool = True  # shared-prefix key/value reuse (scoring/prefix_reuse.py)
+    prefix_cache_mb: int = 256
 
     @property
     def source(self) -> str:
@@ -81,6 +88,8 @@ class HFModelSpec:
         device, dtype = resolve_device_and_dtype(ns)
         if ns.max_batch_tokens < 1:
             raise ValueError(f"--max-batch-tokens must be >= 1, got {ns.max_batch_tokens}")
+        if getattr(ns, "prefix_cache_mb", 256) < 1:
+            raise ValueError(f"--prefix-cache-mb must be >= 1, got {ns.prefix_cache_mb}")
         require_transformers(ns.hf_gguf_file)
         config = read_config(path, ns.hf_gguf_file)
         max_length = ns.hf_max_length or model_max_length(config)
@@ -94,7 +103,7 @@ class HFModelSpec:
             cpu_linear_choice = "torch"
         cpu_linear = resolve_cpu_linear(cpu_linear_choice, device, dtype)
         return cls(path, ns.hf_gguf_file, dtype, device, ns.hf_add_bos, max_length, ns.max_batch_tokens, not ns.hf_no_packing,
-                   cpu_linear, model_parallel)
+                   cpu_linear, model_parallel, not getattr(ns, "no_prefix_reuse", False), getattr(ns, "prefix_cache_mb", 256))
 
     def load_tokenizer(self) -> HFTokenizer:
         offline()
@@ -144,7 +153,8 @@ class HFModelSpec:
         from ..scoring.hf_scorer import HFScorer
 
         return HFScorer(model, tokenizer, self.device, add_bos=self.resolve_add_bos(tokenizer),
-                        max_batch_tokens=self.max_batch_tokens, max_length=self.max_sequence_length, allow_packing=self.packing)
+                        max_batch_tokens=self.max_batch_tokens, max_length=self.max_sequence_length, allow_packing=self.packing,
+                        prefix_reuse=self.prefix_reuse, prefix_cache_mb=self.prefix_cache_mb)
 
     def identity(self, tokenizer: HFTokenizer, tensor_parallel: int = 1) -> dict[str, Any]:
         """What this model's scores are a function of (``persistence/identity.py``): the

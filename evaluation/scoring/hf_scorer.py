@@ -35,6 +35,7 @@ What makes it fast (each checked against a plain per-choice forward in
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -44,9 +45,11 @@ import torch
 from ..tokenization_hf import HFTokenizer
 from .decoding import DecodingSettings, beam_search, greedy_decode
 from .api import BatchResults, EncodingOptions, Progress
+from .prefix_reuse import PrefixGroup, PrefixStats, group_by_prefix
 from .scored_rows import full_vocab_log_probs, score_target_rows
 
 DEFAULT_MAX_BATCH_TOKENS = 1024
+DEFAULT_PREFIX_CACHE_MB = 256
 PROBE_TOLERANCE = 1e-4
 
 
@@ -64,6 +67,13 @@ class CausalSequence:
     block_lens: list[int] = field(default_factory=list)
     target_rows: list[np.ndarray] = field(default_factory=list)
     target_ids: list[np.ndarray] = field(default_factory=list)
+    offset: int = 0  # positions start here: the tokens after a reused prefix of this length
+
+    def after_prefix(self, length: int) -> "CausalSequence":
+        """The part after the first ``length`` ids (a shared prefix whose cache is reused);
+        ``length`` must leave at least one context token, whose row reads the first target."""
+        return CausalSequence(self.tokens[length:], self.context_len - length, self.block_lens,
+                              [rows - length for rows in self.target_rows], self.target_ids, self.offset + length)
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -74,7 +84,7 @@ class CausalSequence:
 
     def positions(self) -> np.ndarray:
         parts = [np.arange(self.context_len)] + [np.arange(self.context_len, self.context_len + n) for n in self.block_lens]
-        return np.concatenate(parts).astype(np.int64)
+        return np.concatenate(parts).astype(np.int64) + self.offset
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int, rows_per_item: int = 1) -> list[list[int]]:
@@ -116,7 +126,8 @@ class HFScorer:
 
     def __init__(self, model: Any, tokenizer: HFTokenizer, device: str | torch.device = "cpu", *, add_bos: bool = False,
                  max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, max_length: Optional[int] = None,
-                 allow_packing: bool = True, log: Any = print) -> None:
+                 allow_packing: bool = True, prefix_reuse: bool = True, prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB,
+                 log: Any = print) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device)
@@ -128,6 +139,10 @@ class HFScorer:
         self.dtype = next(model.parameters()).dtype
         self.head_only_at_rows = self._probe_head_split()
         self.packing = allow_packing and self._probe_packing()
+        self.prefix_cache_bytes = prefix_cache_mb * 2**20
+        self.prefix_stats = PrefixStats()
+        self.kv_bytes_per_token = self._probe_prefix_reuse() if prefix_reuse else 0
+        self.prefix_reuse = self.kv_bytes_per_token > 0
 
     # -- capability probes ---------------------------------------------------------------
     @torch.no_grad()
@@ -161,10 +176,32 @@ class HFScorer:
             return False
         return all(np.allclose(p, a, atol=PROBE_TOLERANCE) for p, a in zip(packed, alone))
 
+    @torch.no_grad()
+    def _probe_prefix_reuse(self) -> int:
+        """Bytes of key/value cache per token (all layers) when scoring after a cached prefix
+        gives the plain forward's log-probs on a probe; 0 (reuse off) when the model rejects
+        a cache with a 4D mask or disagrees."""
+        vocab = self.tokenizer.num_tokens
+        ids = [(5 * i + 7) % vocab for i in range(24)]
+        choices = [[(ids[0] + 1) % vocab, 3 % vocab], [4 % vocab]] if self.packing else [[(ids[0] + 1) % vocab, 3 % vocab]]
+        sample = self._pack(ids, choices, 64)
+        try:
+            plain = self._score([sample], greedy=False)[0]
+            length = 20
+            reused = self._score([sample.after_prefix(length)], greedy=False, prefix=self._prefix_cache(sample.tokens[:length]))[0]
+            cache = self._prefix_cache(sample.tokens[:2])
+        except Exception:  # noqa: BLE001 - a model whose cache or mask handling differs: no reuse
+            return 0
+        if not all(np.allclose(p, r, atol=PROBE_TOLERANCE) for p, r in zip(plain, reused)):
+            return 0
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in cache) // 2
+
     def describe(self) -> dict[str, Any]:
         """How this scorer reads the model, for results.json."""
         return {"packed_multiple_choice": self.packing, "lm_head_only_at_scored_rows": self.head_only_at_rows,
-                "max_batch_tokens": self.max_batch_tokens, "max_model_length": self.max_model_length, "add_bos": self.add_bos}
+                "max_batch_tokens": self.max_batch_tokens, "max_model_length": self.max_model_length, "add_bos": self.add_bos,
+                "prefix_reuse": self.prefix_reuse, "prefix_cache_mb": self.prefix_cache_bytes // 2**20,
+                **({"prefix_reuse_stats": self.prefix_stats.as_dict()} if self.prefix_reuse else {})}
 
     def effective_max_length(self, options: EncodingOptions) -> int:
         """A task may not ask for more context than the model has positions for."""
@@ -208,10 +245,20 @@ class HFScorer:
 
     # -- the forward pass -------------------------------------------------------------------
     @torch.no_grad()
-    def _hidden_or_logits(self, samples: Sequence[CausalSequence]) -> torch.Tensor:
+    def _prefix_cache(self, ids: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (keys, values) [1, heads, len(ids), d] of a shared prefix."""
+        out = self.model(input_ids=torch.from_numpy(np.asarray(ids, dtype=np.int64))[None].to(self.device), use_cache=True,
+                         logits_to_keep=1)
+        return [(layer.keys, layer.values) for layer in output_cache(out).layers]
+
+    @torch.no_grad()
+    def _hidden_or_logits(self, samples: Sequence[CausalSequence],
+                          prefix: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None) -> torch.Tensor:
         """Right-padded batch forward: hidden states [b, L, h] (or logits [b, L, V] when the
         head cannot be split off). Plain causal batches use a 2D padding mask; packed ones
-        a 4D float mask (0 = attend, dtype minimum = masked) and explicit positions."""
+        a 4D float mask (0 = attend, dtype minimum = masked) and explicit positions. With
+        ``prefix`` (a shared prefix's cache, see ``prefix_reuse.py``) the samples are what
+        follows it: every row also attends to the prefix, through a 4D mask."""
         length = max(len(s) for s in samples)
         b = len(samples)
         tokens = np.full((b, length), self.tokenizer.pad_id, dtype=np.int64)
@@ -219,23 +266,36 @@ class HFScorer:
         for i, s in enumerate(samples):
             tokens[i, : len(s)] = s.tokens
             positions[i, : len(s)] = s.positions()
-            positions[i, len(s) :] = np.arange(len(s), length)
-        if any(s.packed for s in samples):
+            positions[i, len(s) :] = np.arange(len(s), length) + s.offset
+        cache = None
+        if prefix is not None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
+            for layer, (keys, values) in enumerate(prefix):
+                cache.update(keys.expand(b, -1, -1, -1), values.expand(b, -1, -1, -1), layer)
+            own = np.stack([block_mask(s, length) for s in samples])
+            allowed = torch.from_numpy(np.concatenate([np.ones((b, length, prefix[0][0].shape[2]), dtype=bool), own], axis=2))[:, None]
+            mask = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        elif any(s.packed for s in samples):
             allowed = torch.from_numpy(np.stack([block_mask(s, length) for s in samples]))[:, None]
             mask = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill_(~allowed, torch.finfo(self.dtype).min)
         else:
             mask = torch.from_numpy(np.stack([np.arange(length) < len(s) for s in samples]).astype(np.int64))
         kwargs = dict(input_ids=torch.from_numpy(tokens).to(self.device), attention_mask=mask.to(self.device),
-                      position_ids=torch.from_numpy(positions).to(self.device), use_cache=False)
+                      position_ids=torch.from_numpy(positions).to(self.device), use_cache=cache is not None)
+        if cache is not None:
+            kwargs.update(cache_argument(self.model, cache))
         if self.head_only_at_rows:
             return self.model.base_model(**kwargs).last_hidden_state
         return self.model(**kwargs).logits
 
     @torch.no_grad()
-    def _score(self, samples: Sequence[CausalSequence], greedy: bool) -> list[list[Any]]:
+    def _score(self, samples: Sequence[CausalSequence], greedy: bool,
+               prefix: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None) -> list[list[Any]]:
         """Per sample and unit: the target log-probs (float32 array), and with ``greedy``
         also whether each target is the argmax of its row."""
-        out = self._hidden_or_logits(samples)
+        out = self._hidden_or_logits(samples, prefix)
         project = self.model.get_output_embeddings() if self.head_only_at_rows else (lambda rows: rows)
         scored = score_target_rows(out, samples, full_vocab_log_probs(project))
         if greedy:
@@ -249,15 +309,44 @@ class HFScorer:
         how many requests sample i finishes (for the progress callback); ``on_units`` hears
         of each batch's sample indices and units."""
         results: list[Optional[list[Any]]] = [None] * len(samples)
-        for batch in plan_batches([len(s) for s in samples], self.max_batch_tokens):
-            scored = self._score([samples[i] for i in batch], greedy)
+
+        def deliver(batch: list[int], scored: list[list[Any]]) -> None:
             for index, units in zip(batch, scored):
                 results[index] = units
             if on_units is not None:
                 on_units(batch, scored)
             if progress is not None:
                 progress(len(batch) if counts is None else sum(counts[i] for i in batch))
+
+        alone = list(range(len(samples)))
+        if self.prefix_reuse and len(samples) > 1:
+            groups, alone = group_by_prefix([s.tokens for s in samples], [s.context_len - 1 for s in samples])
+            for group in groups:
+                self._run_group(group, samples, greedy, deliver)
+        for batch in plan_batches([len(samples[i]) for i in alone], self.max_batch_tokens):
+            indices = [alone[j] for j in batch]
+            deliver(indices, self._score([samples[i] for i in indices], greedy))
         return results  # type: ignore[return-value]
+
+    def _run_group(self, group: PrefixGroup, samples: Sequence[CausalSequence], greedy: bool,
+                   deliver: Callable[[list[int], list[list[Any]]], None]) -> None:
+        """The members of one prefix group: the prefix once, then the members' own tokens in
+        token-budget batches on its cache, each batch also small enough that its expanded
+        cache (rows x (prefix + longest own part) x bytes per token) fits --prefix-cache-mb."""
+        prefix = self._prefix_cache(samples[group.members[0]].tokens[: group.length])
+        rests = [samples[i].after_prefix(group.length) for i in group.members]
+        stats = self.prefix_stats
+        stats.groups += 1
+        stats.requests += len(group.members)
+        stats.prefix_tokens_saved += group.length * (len(group.members) - 1)
+        for batch in plan_batches([len(r) for r in rests], self.max_batch_tokens):
+            longest = max(len(rests[j]) for j in batch)
+            row_bytes = (group.length + longest) * self.kv_bytes_per_token
+            rows = max(1, self.prefix_cache_bytes // max(row_bytes, 1))
+            for start in range(0, len(batch), rows):
+                part = batch[start : start + rows]
+                stats.peak_cache_bytes = max(stats.peak_cache_bytes, len(part) * row_bytes)
+                deliver([group.members[j] for j in part], self._score([rests[j] for j in part], greedy, prefix))
 
     @staticmethod
     def _one_to_one(on_batch: BatchResults, finish: Callable[[Any], Any]) -> Optional[Callable[[list[int], list[Any]], None]]:
@@ -390,8 +479,8 @@ class HFScorer:
         positions = (valid.cumsum(dim=1) - 1).clamp(min=0)
         cache = DynamicCache()
         out = self.model(input_ids=tokens.to(self.device), attention_mask=valid.to(self.device),
-                         position_ids=positions.to(self.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
-        decoder = _HFCachedDecoder(self.model, out.past_key_values, valid.to(self.device),
+                         position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1, **cache_argument(self.model, cache))
+        decoder = _HFCachedDecoder(self.model, output_cache(out), valid.to(self.device),
                                    torch.tensor([len(c) for c in contexts], device=self.device))
         first_logits = out.logits[:, -1]
         if settings.num_beams <= 1:
@@ -422,9 +511,26 @@ class _HFCachedDecoder:
         self.valid = torch.cat((self.valid, torch.ones((rows, 1), dtype=self.valid.dtype, device=self.valid.device)), dim=1)
         positions = (self.context_lengths + step_index).view(rows, 1)
         out = self.model(input_ids=tokens.view(rows, 1), attention_mask=self.valid, position_ids=positions,
-                         past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
+                         use_cache=True, **cache_argument(self.model, self.cache))
+        self.cache = output_cache(out)
         return out.logits[:, -1]
+
+
+def cache_argument(model: Any, cache: Any) -> dict[str, Any]:
+    """The key/value cache keyword of this transformers version: ``cache`` (5.x, where
+    ``past_key_values`` is deprecated) or ``past_key_values`` (4.x)."""
+    forward = getattr(model, "forward", model)
+    try:
+        parameters = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    return {"cache": cache} if "cache" in parameters else {"past_key_values": cache}
+
+
+def output_cache(out: Any) -> Any:
+    """The updated cache of a forward's output, under either version's name."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def model_max_length(config: Any) -> int:
