@@ -104,3 +104,17 @@ def test_the_cache_budget_splits_batches_and_reports_its_peak(hf_model, scorers)
     assert stats["requests"] > 0 and stats["prefix_tokens_saved"] > 0
     assert 0 < stats["peak_cache_mb"] <= 1.0 or stats["peak_cache_mb"] <= reuse_scorer.kv_bytes_per_token * 200 / 2**20
     assert "prefix_reuse_stats" in reuse_scorer.describe()
+
+
+def test_language_model_windows_never_reuse_a_scored_row(hf_model, scorers) -> None:
+    """Rolling windows score rows from the start; two documents with the same opening must
+    not have those rows replaced by a cache (they are read, not skipped)."""
+    _, tok = hf_model
+    plain_scorer, reuse_scorer = scorers
+    opening = tok.encode("The same opening words of two documents, long enough to be worth sharing. " * 2)
+    docs = [opening + tok.encode(" First ending."), opening + tok.encode(" Second, other ending.")]
+    windows = [w for d in docs for w in reuse_scorer.lm_windows(d, OPTIONS, 512)]
+    assert all(w.reusable_prefix() == 0 for w in windows)
+    plain = [loss for loss, _ in plain_scorer.calculate_loss(windows)]
+    reused = [loss for loss, _ in reuse_scorer.calculate_loss(windows)]
+    assert_close(np.array(plain), np.array(reused))

@@ -69,6 +69,12 @@ class CausalSequence:
     target_ids: list[np.ndarray] = field(default_factory=list)
     offset: int = 0  # positions start here: the tokens after a reused prefix of this length
 
+    def reusable_prefix(self) -> int:
+        """The longest prefix whose cache may stand in for its rows: every scored row (and
+        the last context row, which starts every block) must come after it."""
+        first_scored = min((int(rows.min()) for rows in self.target_rows if rows.size), default=self.context_len - 1)
+        return max(0, min(self.context_len - 1, first_scored))
+
     def after_prefix(self, length: int) -> "CausalSequence":
         """The part after the first ``length`` ids (a shared prefix whose cache is reused);
         ``length`` must leave at least one context token, whose row reads the first target."""
@@ -320,7 +326,7 @@ class HFScorer:
 
         alone = list(range(len(samples)))
         if self.prefix_reuse and len(samples) > 1:
-            groups, alone = group_by_prefix([s.tokens for s in samples], [s.context_len - 1 for s in samples])
+            groups, alone = group_by_prefix([s.tokens for s in samples], [s.reusable_prefix() for s in samples])
             for group in groups:
                 self._run_group(group, samples, greedy, deliver)
         for batch in plan_batches([len(samples[i]) for i in alone], self.max_batch_tokens):
