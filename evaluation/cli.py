@@ -369,6 +369,8 @@ def run(args: argparse.Namespace, argv: Optional[list[str]], session: Session, s
                                        "peak_rss_after_load_mb": round(peak_after_load, 1), **peak_memory(spec.device)})
         if recorder is not None:
             recorder.results["run"]["memory"] = memory
+            if hasattr(backend, "describe"):  # again: its counters (prefix reuse) are only known now
+                recorder.results["model"]["scorer"] = backend.describe()
             recorder.results["run"]["records"] = {
                 "kept": not args.no_records, "resumed": bool(args.resume), "cache": args.cache,
                 "reused_from_run": counts.from_run, "reused_from_cache": counts.from_cache, "computed": counts.computed,

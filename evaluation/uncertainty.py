@@ -42,15 +42,26 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Optional, Sequence
 
+import functools
+import statistics
+
 import numpy as np
-from scipy import stats
 
 from .metrics import Metric
 
 SEED = 20261201
 RESAMPLES = 2000
 CONFIDENCE = 0.95
-Z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
+Z = statistics.NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
+
+
+@functools.cache
+def _scipy_stats():  # type: ignore[no-untyped-def]
+    """scipy.stats, imported when the first interval is made: importing it costs 60 MB of
+    resident memory, which would otherwise sit beside the model for the whole run."""
+    from scipy import stats
+
+    return stats
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,7 @@ def clustered_se(values: np.ndarray, clusters: Sequence[Any]) -> float:
 
 
 def wilson(correct: int, n: int) -> tuple[float, float]:
-    interval = stats.binomtest(correct, n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+    interval = _scipy_stats().binomtest(correct, n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
     return 100.0 * float(interval.low), 100.0 * float(interval.high)
 
 
@@ -122,11 +133,11 @@ def bootstrap(num: np.ndarray, den: np.ndarray, finish: Any, clusters: Optional[
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BCa's degenerate-distribution warnings: handled below
-        result = stats.bootstrap((units_num, units_den), statistic, paired=True, vectorized=True, n_resamples=RESAMPLES,
+        result = _scipy_stats().bootstrap((units_num, units_den), statistic, paired=True, vectorized=True, n_resamples=RESAMPLES,
                                  method="BCa", confidence_level=CONFIDENCE, rng=np.random.default_rng(SEED), batch=250)
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
         if not (math.isfinite(low) and math.isfinite(high)):
-            result = stats.bootstrap((units_num, units_den), statistic, paired=True, vectorized=True, n_resamples=RESAMPLES,
+            result = _scipy_stats().bootstrap((units_num, units_den), statistic, paired=True, vectorized=True, n_resamples=RESAMPLES,
                                      method="percentile", confidence_level=CONFIDENCE, rng=np.random.default_rng(SEED), batch=250)
             low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     return float(result.standard_error), low, high
@@ -162,11 +173,11 @@ def table_bootstrap(metric: Metric, targets: np.ndarray, predictions: np.ndarray
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = stats.bootstrap((np.arange(len(members)),), statistic, vectorized=False, n_resamples=RESAMPLES,
+        result = _scipy_stats().bootstrap((np.arange(len(members)),), statistic, vectorized=False, n_resamples=RESAMPLES,
                                  method="BCa", confidence_level=CONFIDENCE, rng=np.random.default_rng(SEED))
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
         if not (math.isfinite(low) and math.isfinite(high)):
-            result = stats.bootstrap((np.arange(len(members)),), statistic, vectorized=False, n_resamples=RESAMPLES,
+            result = _scipy_stats().bootstrap((np.arange(len(members)),), statistic, vectorized=False, n_resamples=RESAMPLES,
                                      method="percentile", confidence_level=CONFIDENCE, rng=np.random.default_rng(SEED))
             low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     if not (math.isfinite(low) and math.isfinite(high)):  # every resample the same value

@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 
 from ..scoring.hf_scorer import model_max_length
 from ..tokenization_hf import HFTokenizer
-from .cpu_linear import pack_linear_layers, resolve_cpu_linear
+from .cpu_linear import pack_all_but_a_tied_head, resolve_cpu_linear
 from .loader import DTYPES, resolve_device_and_dtype
 
 BOS_CHOICES = ("auto", "yes", "no")
@@ -47,6 +47,9 @@ def add_hf_arguments(parser: argparse.ArgumentParser) -> None:
                             "key/value cache (on by default; exact up to float summation order)")
     group.add_argument("--prefix-cache-mb", type=int, default=256,
                        help="HF backend: the most memory one batch's expanded prefix cache may take (rows are split to fit)")
+    group.add_argument("--no-beam-tree", action="store_true",
+                       help="HF backend: beam search with one cache row per beam (the layout before the beam tree; "
+                            "slower, same outputs) instead of one row per item holding all its beams")
     group.add_argument("--hf-no-packing", action="store_true",
                        help="score multiple choice with one sequence per choice instead of packing the choices after one context")
 
@@ -67,6 +70,8 @@ class HFModelSpec:
     model_parallel_size: int = 1  # tensor-parallel processes per replica (transformers' own tp_plan)
     prefix_reuse: bool = True  # shared-prefix key/value reuse (scoring/prefix_reuse.py)
     prefix_cache_mb: int = 256
+    beam_tree: bool = True  # beams of an item share one cache row (hf_scorer._HFBeamTreeDecoder)
+    config: Any = field(default=None, compare=False, repr=False)  # the transformers config read by from_namespace
 
     @property
     def source(self) -> str:
@@ -103,7 +108,8 @@ class HFModelSpec:
             cpu_linear_choice = "torch"
         cpu_linear = resolve_cpu_linear(cpu_linear_choice, device, dtype)
         return cls(path, ns.hf_gguf_file, dtype, device, ns.hf_add_bos, max_length, ns.max_batch_tokens, not ns.hf_no_packing,
-                   cpu_linear, model_parallel, not getattr(ns, "no_prefix_reuse", False), getattr(ns, "prefix_cache_mb", 256))
+                   cpu_linear, model_parallel, not getattr(ns, "no_prefix_reuse", False), getattr(ns, "prefix_cache_mb", 256),
+                   not getattr(ns, "no_beam_tree", False), config)
 
     def load_tokenizer(self) -> HFTokenizer:
         offline()
@@ -137,6 +143,10 @@ class HFModelSpec:
 
             kwargs["distributed_config"] = DistributedConfig(tp_plan="auto", tp_size=context.model_parallel_size,
                                                              dp_replicate_size=context.data_parallel_size)
+        if self.gguf_file and not tensor_parallel and self.device == "cpu":
+            model = self._load_gguf_streaming()
+            if model is not None:
+                return model
         with warnings.catch_warnings():
             # FSDP2's replication wrappers warn about autograd hooks; this is inference under no_grad.
             warnings.filterwarnings("ignore", message=".*pre-backward hook.*")
@@ -146,15 +156,26 @@ class HFModelSpec:
             model = model.to(self.device)
         model = model.eval()
         if self.cpu_linear == "onednn":
-            pack_linear_layers(model)
+            pack_all_but_a_tied_head(model)
         return model
+
+    def _load_gguf_streaming(self) -> Any:
+        """A GGUF model on CPU, one tensor at a time (``gguf_streaming.py``: the same weights as
+        transformers' loader at a third of its peak memory), or None when this architecture's
+        tensors do not map one to one (transformers' loader is used then)."""
+        from .gguf_streaming import load_gguf_streaming
+
+        config = self.config if self.config is not None else read_config(self.model_path, self.gguf_file)
+        return load_gguf_streaming(self.model_path / self.gguf_file, config, DTYPES[self.dtype],
+                                   pack_linears=self.cpu_linear == "onednn")
 
     def make_scorer(self, model: Any, tokenizer: HFTokenizer) -> Any:
         from ..scoring.hf_scorer import HFScorer
 
         return HFScorer(model, tokenizer, self.device, add_bos=self.resolve_add_bos(tokenizer),
                         max_batch_tokens=self.max_batch_tokens, max_length=self.max_sequence_length, allow_packing=self.packing,
-                        prefix_reuse=self.prefix_reuse, prefix_cache_mb=self.prefix_cache_mb)
+                        prefix_reuse=self.prefix_reuse, prefix_cache_mb=self.prefix_cache_mb,
+                        beam_tree=self.beam_tree, pack_head_for_generation=self.cpu_linear == "onednn")
 
     def identity(self, tokenizer: HFTokenizer, tensor_parallel: int = 1) -> dict[str, Any]:
         """What this model's scores are a function of (``persistence/identity.py``): the

@@ -133,7 +133,7 @@ class HFScorer:
     def __init__(self, model: Any, tokenizer: HFTokenizer, device: str | torch.device = "cpu", *, add_bos: bool = False,
                  max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, max_length: Optional[int] = None,
                  allow_packing: bool = True, prefix_reuse: bool = True, prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB,
-                 log: Any = print) -> None:
+                 beam_tree: bool = True, pack_head_for_generation: bool = False, log: Any = print) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device)
@@ -149,6 +149,8 @@ class HFScorer:
         self.prefix_stats = PrefixStats()
         self.kv_bytes_per_token = self._probe_prefix_reuse() if prefix_reuse else 0
         self.prefix_reuse = self.kv_bytes_per_token > 0
+        self.beam_tree = beam_tree and self._probe_beam_tree()
+        self.pack_head_for_generation = pack_head_for_generation  # see cpu_linear.pack_all_but_a_tied_head
 
     # -- capability probes ---------------------------------------------------------------
     @torch.no_grad()
@@ -202,11 +204,38 @@ class HFScorer:
             return 0
         return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in cache) // 2
 
+    @torch.no_grad()
+    def _probe_beam_tree(self) -> bool:
+        """True when beam search with the beams of an item in one cache row
+        (``_HFBeamTreeDecoder``) gives the logits of one row per beam on a probe (two
+        left-padded contexts, three beams, a reorder between two steps); False keeps the
+        row-per-beam decoder (a model that rejects a 4D mask with a cache, or disagrees)."""
+        vocab = self.tokenizer.num_tokens
+        contexts = [[(3 * i + 5) % vocab for i in range(7)], [(5 * i + 2) % vocab for i in range(4)]]
+        beams = 3
+        steps = [([0, 0, 0, 3, 3, 3], [11, 12, 13, 14, 15, 16]), ([2, 0, 2, 4, 3, 5], [17, 18, 19, 20, 21, 22])]
+        logits = []
+        try:
+            for tree in (False, True):
+                cache, valid, lengths, _ = self._prefill(contexts)
+                if tree:
+                    decoder: Any = _HFBeamTreeDecoder(self.model, cache, valid, lengths, beams, self.dtype)
+                else:
+                    decoder = _HFCachedDecoder(self.model, cache, valid, lengths)
+                    decoder.reorder(torch.arange(len(contexts), device=self.device).repeat_interleave(beams))
+                for index, (rows, tokens) in enumerate(steps):
+                    decoder.reorder(torch.tensor(rows, device=self.device))
+                    logits.append(decoder.step(torch.tensor(tokens, device=self.device) % vocab, index).float())
+        except Exception:  # noqa: BLE001 - a model whose cache or mask handling differs: one row per beam
+            return False
+        half = len(steps)
+        return all(torch.allclose(a, b, atol=PROBE_TOLERANCE, rtol=PROBE_TOLERANCE) for a, b in zip(logits[:half], logits[half:]))
+
     def describe(self) -> dict[str, Any]:
         """How this scorer reads the model, for results.json."""
         return {"packed_multiple_choice": self.packing, "lm_head_only_at_scored_rows": self.head_only_at_rows,
                 "max_batch_tokens": self.max_batch_tokens, "max_model_length": self.max_model_length, "add_bos": self.add_bos,
-                "prefix_reuse": self.prefix_reuse, "prefix_cache_mb": self.prefix_cache_bytes // 2**20,
+                "beam_tree": self.beam_tree, "prefix_reuse": self.prefix_reuse, "prefix_cache_mb": self.prefix_cache_bytes // 2**20,
                 **({"prefix_reuse_stats": self.prefix_stats.as_dict()} if self.prefix_reuse else {})}
 
     def effective_max_length(self, options: EncodingOptions) -> int:
@@ -455,12 +484,19 @@ class HFScorer:
         per context, end token stripped. Contexts keep their last ``max_length -
         max_gen_length`` tokens."""
         self._note_glm_switches(options)
+        if self.pack_head_for_generation:
+            from ..model.cpu_linear import pack_head
+
+            pack_head(self.model)  # generation runs the head on every row of every step: worth its packed copy
+            self.pack_head_for_generation = False
         budget = self.effective_max_length(options) - settings.max_gen_length
         if budget < 1:
             raise ValueError(f"max_gen_length {settings.max_gen_length} leaves no room for a context "
                              f"in {self.effective_max_length(options)} positions")
         prepared = [self._context(c)[-budget:] for c in contexts]
-        rows = max(1, settings.num_beams)
+        # With the beam tree (see _HFBeamTreeDecoder) an item's beams share one cache row, so a
+        # batch is budgeted by its items' rows, as for greedy decoding; without it by beams x items.
+        rows = 1 if self.beam_tree or settings.num_beams <= 1 else settings.num_beams
         outputs: list[list[int]] = [[] for _ in prepared]
         lengths = [len(c) + settings.max_gen_length for c in prepared]
         for batch in plan_batches(lengths, self.max_batch_tokens, rows_per_item=rows):
@@ -473,7 +509,9 @@ class HFScorer:
                 progress(len(batch))
         return outputs
 
-    def _generate_batch(self, contexts: Sequence[list[int]], settings: DecodingSettings) -> list[list[int]]:
+    def _prefill(self, contexts: Sequence[list[int]]) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Left-padded contexts through the model once: (cache, valid [rows, length] with 0
+        on padding, context lengths, logits after each context)."""
         from transformers import DynamicCache
 
         length = max(len(c) for c in contexts)
@@ -483,17 +521,23 @@ class HFScorer:
             tokens[i, length - len(c) :] = torch.tensor(c)
             valid[i, length - len(c) :] = 1
         positions = (valid.cumsum(dim=1) - 1).clamp(min=0)
-        cache = DynamicCache()
         out = self.model(input_ids=tokens.to(self.device), attention_mask=valid.to(self.device),
-                         position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1, **cache_argument(self.model, cache))
-        decoder = _HFCachedDecoder(self.model, output_cache(out), valid.to(self.device),
-                                   torch.tensor([len(c) for c in contexts], device=self.device))
-        first_logits = out.logits[:, -1]
+                         position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1,
+                         **cache_argument(self.model, DynamicCache()))
+        lengths = torch.tensor([len(c) for c in contexts], device=self.device)
+        return output_cache(out), valid.to(self.device), lengths, out.logits[:, -1]
+
+    def _generate_batch(self, contexts: Sequence[list[int]], settings: DecodingSettings) -> list[list[int]]:
+        cache, valid, lengths, first_logits = self._prefill(contexts)
         if settings.num_beams <= 1:
-            return greedy_decode(first_logits, decoder, settings)
-        decoder.reorder(torch.arange(len(contexts), device=self.device).repeat_interleave(settings.num_beams))
+            return greedy_decode(first_logits, _HFCachedDecoder(self.model, cache, valid, lengths), settings)
         n = settings.no_repeat_ngram_size
         tails = [c[-(n - 1) :] if n > 1 else [] for c in contexts]
+        if self.beam_tree:
+            decoder: Any = _HFBeamTreeDecoder(self.model, cache, valid, lengths, settings.num_beams, self.dtype)
+        else:
+            decoder = _HFCachedDecoder(self.model, cache, valid, lengths)
+            decoder.reorder(torch.arange(len(contexts), device=self.device).repeat_interleave(settings.num_beams))
         return beam_search(first_logits, decoder, settings, [len(c) for c in contexts], tails)
 
 
@@ -520,6 +564,51 @@ class _HFCachedDecoder:
                          use_cache=True, **cache_argument(self.model, self.cache))
         self.cache = output_cache(out)
         return out.logits[:, -1]
+
+
+class _HFBeamTreeDecoder:
+    """``decoding.Decoder`` for beam search in which the beams of an item share one cache row.
+
+    Why: the row-per-beam layout copies each item's context cache ``num_beams`` times and
+    gathers the whole cache again at every step (``reorder``), and its steps multiply the
+    weights with only ``num_beams`` rows per item, so batches hold one or two items and a
+    step is bound by reading the weights. Here an item is one row: its context is cached
+    once, and at each step its ``k`` beams' tokens go in as ``k`` new positions of that row
+    (columns ``context + k * step + j``). A 4D mask lets beam ``j`` see the context and its
+    own ancestors only (the slots it descends from, one per step), and every beam token of
+    a step has the position ``context length + step``, so each beam computes what it would
+    compute alone in its own row. ``reorder`` then only rewrites that ancestry mask: the
+    cache is never copied, it grows by ``k`` keys per step, and batches are budgeted like
+    greedy ones (one row per item), which puts many items' beams through each matmul."""
+
+    def __init__(self, model: Any, cache: Any, valid: torch.Tensor, context_lengths: torch.Tensor, beams: int,
+                 dtype: torch.dtype) -> None:
+        self.model = model
+        self.cache = cache
+        self.context_valid = valid.bool()  # [items, context columns]: False on left padding
+        self.context_lengths = context_lengths
+        self.beams = beams
+        self.dtype = dtype
+        items = valid.shape[0]
+        self.ancestry = torch.zeros((items, beams, 0), dtype=torch.bool, device=valid.device)  # [items, k, generated columns]
+        self.own_slot = torch.eye(beams, dtype=torch.bool, device=valid.device).expand(items, beams, beams)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """``rows[item * k + j]`` = ``item * k + parent``: new beam j continues beam ``parent``."""
+        items, k = self.ancestry.shape[:2]
+        parents = rows.view(items, k) - torch.arange(items, device=rows.device).unsqueeze(1) * k
+        self.ancestry = self.ancestry.gather(1, parents.unsqueeze(-1).expand(-1, -1, self.ancestry.shape[2]))
+
+    def step(self, tokens: torch.Tensor, step_index: int) -> torch.Tensor:
+        items, k = self.ancestry.shape[:2]
+        self.ancestry = torch.cat((self.ancestry, self.own_slot), dim=2)
+        allowed = torch.cat((self.context_valid.unsqueeze(1).expand(-1, k, -1), self.ancestry), dim=2)
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        positions = (self.context_lengths + step_index).view(items, 1).expand(items, k)
+        out = self.model(input_ids=tokens.view(items, k), attention_mask=mask.unsqueeze(1), position_ids=positions,
+                         use_cache=True, **cache_argument(self.model, self.cache))
+        self.cache = output_cache(out)
+        return out.logits.reshape(items * k, -1)
 
 
 def cache_argument(model: Any, cache: Any) -> dict[str, Any]:
