@@ -43,8 +43,8 @@ def prepare_data(data: Path, raw: Path) -> None:
                    cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def run_once(code: Path, data: Path, out: Path, limit: int, threads: int, flags: list[str]) -> tuple[float, list[str], str]:
-    """(task seconds, generated texts in item order, run folder) of one evaluate.sh run."""
+def run_once(code: Path, data: Path, out: Path, limit: int, threads: int, flags: list[str]) -> tuple[float, list[str]]:
+    """(task seconds, generated ids in item order) of one evaluate.sh run."""
     env = {**os.environ, "DATA_PATH": str(data), "OUTPUT_DIR": str(out), "OMP_NUM_THREADS": str(threads),
            "MODEL_CONFIG": str(code / "configs/model_smollm2_135m.sh"), "PYTHON": sys.executable}
     before = set(out.iterdir()) if out.exists() else set()
@@ -62,7 +62,7 @@ def run_once(code: Path, data: Path, out: Path, limit: int, threads: int, flags:
         for line in path.read_text().splitlines():
             record = json.loads(line)
             texts.append(json.dumps([path.name, record["index"], record["generated_ids"]]))
-    return float(match.group(2)), texts, str(run_dir)
+    return float(match.group(2)), texts
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -86,7 +86,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="beam_bench_") as tmp:
         for rep in range(args.reps):
             for name, (code, flags) in variants.items():
-                seconds, generated, _ = run_once(code, args.data_path, Path(tmp) / name.replace(" ", "_"), args.limit,
+                seconds, generated = run_once(code, args.data_path, Path(tmp) / name.replace(" ", "_"), args.limit,
                                                  args.threads, flags)
                 times[name].append(seconds)
                 texts.setdefault(name, generated)
@@ -99,7 +99,7 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"{args.threads} threads, median of {args.reps}")
     print(f"{'variant':<10} | {'task s':>7} | {'items/s':>7} | code")
     print(f"{'-' * 10}-+-{'-' * 7}-+-{'-' * 7}-+-----")
-    for name, (code, flags) in variants.items():
+    for name in variants:
         print(f"{name:<10} | {median[name]:7.1f} | {args.limit / median[name]:7.2f} | {label if name == 'baseline' else ROOT}")
     print(f"speedup {median['baseline'] / median['beam tree']:.2f}x; identical generations: {same}/{total}")
     return 0 if same == total and total == args.limit else 1

@@ -37,13 +37,12 @@ the pooled items do not give.
 from __future__ import annotations
 
 import math
+import functools
+import statistics
 import warnings
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Optional, Sequence
-
-import functools
-import statistics
 
 import numpy as np
 

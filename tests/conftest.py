@@ -115,6 +115,25 @@ def build_tiny_llama(folder: Path) -> Path:
     return folder
 
 
+def load_llama_rejecting_4d_masks(folder: Path):
+    """The tiny Llama of ``folder``, made to raise on a 4D attention mask, as some models do:
+    the scorer's start-up probes must find that and fall back."""
+    import types
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32).eval()
+    original = model.model.forward
+
+    def no_4d(self, *args, attention_mask=None, **kwargs):
+        if attention_mask is not None and attention_mask.ndim == 4:
+            raise ValueError("this model does not accept 4D attention masks")
+        return original(*args, attention_mask=attention_mask, **kwargs)
+
+    model.model.forward = types.MethodType(no_4d, model.model)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama in the Hugging Face layout (needs the hf extra)."""

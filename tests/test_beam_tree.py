@@ -5,13 +5,12 @@ including left padding, n-gram bans, several beam widths and batches of differen
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 
 pytest.importorskip("transformers")
 
+from conftest import load_llama_rejecting_4d_masks  # noqa: E402
 from evaluation.scoring.decoding import DecodingSettings  # noqa: E402
 from evaluation.scoring.glm_scorer import EncodingOptions  # noqa: E402
 from evaluation.scoring.hf_scorer import HFScorer, _HFBeamTreeDecoder, _HFCachedDecoder  # noqa: E402
@@ -73,19 +72,8 @@ def test_beam_search_outputs_are_token_identical(hf_model, settings: DecodingSet
 
 
 def test_a_model_that_rejects_4d_masks_keeps_one_row_per_beam(tiny_llama_dir, hf_model) -> None:
-    from transformers import AutoModelForCausalLM
-
     reference, tok = hf_model
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), local_files_only=True, dtype=torch.float32).eval()
-    original = model.model.forward
-
-    def no_4d(self, *args, attention_mask=None, **kwargs):
-        if attention_mask is not None and attention_mask.ndim == 4:
-            raise ValueError("this model does not accept 4D attention masks")
-        return original(*args, attention_mask=attention_mask, **kwargs)
-
-    model.model.forward = types.MethodType(no_4d, model.model)
-    scorer = quiet(model, tok)
+    scorer = quiet(load_llama_rejecting_4d_masks(tiny_llama_dir), tok)
     assert not scorer.beam_tree and not scorer.describe()["beam_tree"]
     settings = DecodingSettings(max_gen_length=5, end_ids=(tok.eos_id,), num_beams=4, no_repeat_ngram_size=3)
     contexts = [tok.tokenize(t) for t in TEXTS[:3]]

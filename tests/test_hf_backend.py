@@ -6,7 +6,6 @@ full logits), and every shipped task YAML end to end through evaluate.py."""
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from conftest import load_llama_rejecting_4d_masks  # noqa: E402
 from evaluation.cli import main as evaluate_main  # noqa: E402
 from evaluation.model.cpu_linear import onednn_available, pack_linear_layers  # noqa: E402
 from evaluation.scoring.decoding import DecodingSettings  # noqa: E402
@@ -64,18 +64,8 @@ def test_packed_multiple_choice_equals_per_choice_reference(hf_model, hf_scorer:
 
 
 def test_fallback_without_4d_masks_is_detected_and_scores_the_same(tiny_llama_dir: Path, hf_model) -> None:
-    from transformers import AutoModelForCausalLM
-
     reference_model, tok = hf_model
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), local_files_only=True, dtype=torch.float32).eval()
-    original = model.model.forward
-
-    def no_4d(self, *args, attention_mask=None, **kwargs):
-        if attention_mask is not None and attention_mask.ndim == 4:
-            raise ValueError("this model does not accept 4D attention masks")
-        return original(*args, attention_mask=attention_mask, **kwargs)
-
-    model.model.forward = types.MethodType(no_4d, model.model)
+    model = load_llama_rejecting_4d_masks(tiny_llama_dir)
     scorer = HFScorer(model, tok, max_batch_tokens=128, log=lambda *_: None)
     assert not scorer.packing  # found by the start-up probe
     requests = sample_requests(tok)

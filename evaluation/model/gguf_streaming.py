@@ -14,8 +14,8 @@ The result is the model transformers would build, value for value:
 ``tests/test_gguf_streaming.py`` compares every tensor with transformers' own load of a GGUF
 file written there (and of SmolLM2's file, where that package is installed). Architectures
 whose tensor processor merges or splits tensors across several GGUF entries (MoE experts,
-GPT-2's fused attention, ...) are not streamed: ``streamable`` says no and the caller
-uses transformers' path.
+GPT-2's fused attention, ...) are not streamed: ``load_gguf_streaming`` returns None and
+the caller uses transformers' path.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from torch import nn
 
 from ..memory import keep_large_blocks_returnable, return_freed_memory_to_the_system, reuse_freed_blocks
 from .cpu_linear import OneDNNLinear, pack_all_but_a_tied_head, tied_output_head
+
 
 def _processor(architecture: str, config: Any) -> Any:
     from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
@@ -62,8 +63,8 @@ def _drop_pages(reader: Any, tensor: Any) -> None:
 def load_gguf_streaming(path: Path, config: Any, dtype: torch.dtype, pack_linears: bool) -> Optional[nn.Module]:
     """The causal LM of ``config`` with the weights of the GGUF file ``path`` (see the module doc),
     or None when its architecture is not streamable; ``pack_linears`` then packs the plain
-    ``nn.Linear`` layers for oneDNN, one at a time (a tied head stays dense: ``cpu_linear.py``). Raises ValueError naming the tensor or parameter
-    when the file has a tensor the model lacks, of another shape, or leaves a parameter unset."""
+    ``nn.Linear`` layers for oneDNN, one at a time (a tied head stays dense: ``cpu_linear.py``).
+    Raises ValueError naming the tensor or parameter when the file has a tensor the model lacks, of another shape, or leaves a parameter unset."""
     import gc
 
     from gguf import GGUFReader, dequantize
@@ -79,7 +80,8 @@ def load_gguf_streaming(path: Path, config: Any, dtype: torch.dtype, pack_linear
     # objects for SmolLM2; only the tensor table is needed from here on.
     reader.fields.clear()
     for tensor in reader.tensors:
-        tensor.field.parts.clear() if hasattr(tensor.field, "parts") else None
+        if hasattr(tensor.field, "parts"):
+            tensor.field.parts.clear()
     gc.collect()
     return_freed_memory_to_the_system()
     with _no_random_init():  # every weight is overwritten from the file
@@ -122,7 +124,7 @@ def load_gguf_streaming(path: Path, config: Any, dtype: torch.dtype, pack_linear
     _check_complete(model, loaded, path)
     model.tie_weights()
     model.eval()
-    if pack_linears:
+    if pack_linears:  # what the loop could not pack yet (a linear with a parameter loaded under a tied name)
         pack_all_but_a_tied_head(model)
     del reader
     return_freed_memory_to_the_system()
@@ -164,9 +166,7 @@ def _parameter_owners(model: nn.Module) -> dict[str, tuple[str, nn.Module, str]]
 
 
 def _check_complete(model: nn.Module, loaded: set[str], path: Path) -> None:
-    tied = set(getattr(model, "_tied_weights_keys", None) or ())
-    if isinstance(getattr(model, "_tied_weights_keys", None), dict):
-        tied = set(model._tied_weights_keys)
+    tied = set(getattr(model, "_tied_weights_keys", None) or ())  # a list, or (transformers 5) a dict keyed by name
     missing = [name for name in model.state_dict() if name not in loaded and name not in tied]
     if missing:
         raise ValueError(f"{path}: the GGUF file has no tensor for {', '.join(missing[:5])}"

@@ -217,12 +217,7 @@ class HFScorer:
         logits = []
         try:
             for tree in (False, True):
-                cache, valid, lengths, _ = self._prefill(contexts)
-                if tree:
-                    decoder: Any = _HFBeamTreeDecoder(self.model, cache, valid, lengths, beams, self.dtype)
-                else:
-                    decoder = _HFCachedDecoder(self.model, cache, valid, lengths)
-                    decoder.reorder(torch.arange(len(contexts), device=self.device).repeat_interleave(beams))
+                decoder = self._beam_decoder(*self._prefill(contexts)[:3], beams, tree)
                 for index, (rows, tokens) in enumerate(steps):
                     decoder.reorder(torch.tensor(rows, device=self.device))
                     logits.append(decoder.step(torch.tensor(tokens, device=self.device) % vocab, index).float())
@@ -533,12 +528,17 @@ class HFScorer:
             return greedy_decode(first_logits, _HFCachedDecoder(self.model, cache, valid, lengths), settings)
         n = settings.no_repeat_ngram_size
         tails = [c[-(n - 1) :] if n > 1 else [] for c in contexts]
-        if self.beam_tree:
-            decoder: Any = _HFBeamTreeDecoder(self.model, cache, valid, lengths, settings.num_beams, self.dtype)
-        else:
-            decoder = _HFCachedDecoder(self.model, cache, valid, lengths)
-            decoder.reorder(torch.arange(len(contexts), device=self.device).repeat_interleave(settings.num_beams))
+        decoder = self._beam_decoder(cache, valid, lengths, settings.num_beams, self.beam_tree)
         return beam_search(first_logits, decoder, settings, [len(c) for c in contexts], tails)
+
+    def _beam_decoder(self, cache: Any, valid: torch.Tensor, lengths: torch.Tensor, beams: int, tree: bool) -> Any:
+        """The decoder beam search runs on after ``_prefill``: the beam tree, or one cache row
+        per beam (the cache repeated ``beams`` times per item)."""
+        if tree:
+            return _HFBeamTreeDecoder(self.model, cache, valid, lengths, beams, self.dtype)
+        decoder = _HFCachedDecoder(self.model, cache, valid, lengths)
+        decoder.reorder(torch.arange(valid.shape[0], device=valid.device).repeat_interleave(beams))
+        return decoder
 
 
 class _HFCachedDecoder:
@@ -587,7 +587,6 @@ class _HFBeamTreeDecoder:
         self.cache = cache
         self.context_valid = valid.bool()  # [items, context columns]: False on left padding
         self.context_lengths = context_lengths
-        self.beams = beams
         self.dtype = dtype
         items = valid.shape[0]
         self.ancestry = torch.zeros((items, beams, 0), dtype=torch.bool, device=valid.device)  # [items, k, generated columns]
