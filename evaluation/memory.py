@@ -17,8 +17,14 @@ from pathlib import Path
 from typing import Optional
 
 
-_M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
+_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers in glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's initial value
+_TRIM_THRESHOLD_BYTES = 128 * 1024
+# After loading: glibc's own ceiling for its dynamic mmap threshold, and twice that for the
+# trim threshold, which is the ratio glibc's dynamic rule keeps between the two.
+_RUN_MMAP_THRESHOLD_BYTES = 32 * 2**20
+_RUN_TRIM_THRESHOLD_BYTES = 2 * _RUN_MMAP_THRESHOLD_BYTES
 
 
 def _libc() -> Optional[ctypes.CDLL]:
@@ -30,23 +36,32 @@ def _libc() -> Optional[ctypes.CDLL]:
 
 
 def keep_large_blocks_returnable() -> None:
-    """Fix glibc's mmap threshold at 128 KiB (process-wide; no-op without glibc). glibc raises the
-    threshold each time a large block is freed, so later weight-sized blocks come from the heap
-    and stay in the process after they are freed: replacing SmolLM2's dense weights by packed
-    copies kept 410 MB that way. With the threshold fixed they are mapped and unmapped."""
+    """Fix glibc's mmap and trim thresholds at 128 KiB (process-wide; no-op without glibc). glibc
+    raises the thresholds each time a large block is freed, so later weight-sized blocks come
+    from the heap and stay in the process after they are freed: replacing SmolLM2's dense
+    weights by packed copies kept 410 MB that way. With the thresholds fixed they are mapped
+    and unmapped."""
     libc = _libc()
     if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
 
 
 def reuse_freed_blocks() -> None:
-    """Undo ``keep_large_blocks_returnable`` once the weights are in place: blocks up to 32 MiB
-    (glibc's ceiling for its own threshold) come from the heap again, so the activations of
-    each batch reuse freed memory instead of mapping fresh, zeroed pages (with the 128 KiB
-    threshold kept, MMLU scoring ran 2x slower)."""
+    """Undo ``keep_large_blocks_returnable`` once the weights are in place, so the activations
+    of each batch reuse freed heap memory instead of faulting in fresh, zeroed pages.
+
+    Both thresholds matter. Blocks up to 32 MiB (glibc's ceiling for its own mmap threshold)
+    come from the heap again: with 128 KiB kept, MMLU scoring ran 2x slower. And the heap is
+    trimmed only when more than 64 MiB lie free at its top: setting the mmap threshold by hand
+    switches off glibc's dynamic rule, which would otherwise have raised the trim threshold
+    with it, and at 128 KiB every forward of SmolLM2-135M (8 x 128 tokens) handed its
+    activations back to the kernel and faulted them in again: 210,000 page faults per
+    forward and 15-20 % of its time (``benchmarks/hf_throughput.py`` shows the difference)."""
     libc = _libc()
     if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+        libc.mallopt(_M_MMAP_THRESHOLD, _RUN_MMAP_THRESHOLD_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, _RUN_TRIM_THRESHOLD_BYTES)
 
 
 def return_freed_memory_to_the_system() -> None:
