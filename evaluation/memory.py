@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import resource
 import sys
 from pathlib import Path
@@ -62,6 +63,26 @@ def reuse_freed_blocks() -> None:
     if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(_M_MMAP_THRESHOLD, _RUN_MMAP_THRESHOLD_BYTES)
         libc.mallopt(_M_TRIM_THRESHOLD, _RUN_TRIM_THRESHOLD_BYTES)
+
+
+# Primitives kept by oneDNN's own cache and by ideep's (torch's wrapper around it) each.
+ONEDNN_CACHE_CAPACITY = 16
+
+
+def bound_onednn_primitive_caches(capacity: int = ONEDNN_CACHE_CAPACITY) -> None:
+    """Keep at most ``capacity`` compiled oneDNN primitives in each of oneDNN's and ideep's
+    caches (both default to 1024), unless the user set ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` or
+    ``LRU_CACHE_CAPACITY`` already. Both are read when the first primitive is made, so this
+    works after ``import torch`` as long as no oneDNN op has run.
+
+    Why: a packed linear compiles one primitive per input row count, and scoring batches
+    differ in row count, so the caches grow with every new batch shape: about 580 KB per
+    primitive, 2 MB per new batch shape on SmolLM2-135M, and up to 1024 x 580 KB = 600 MB
+    over a long run (``tests/test_memory.py``). A forward uses six shapes or fewer (its
+    layers repeat them), so 16 keeps every reuse that happens, and the next batch, with
+    other row counts, missed the cache anyway."""
+    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+        os.environ.setdefault(name, str(capacity))
 
 
 def return_freed_memory_to_the_system() -> None:

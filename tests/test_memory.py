@@ -45,3 +45,41 @@ def test_blocks_freed_after_loading_are_reused_not_faulted_in_again():
     assert while_loading > 20 * PAGES_PER_BLOCK, while_loading  # the check below can tell the two apart
     after_loading = _faults("memory.keep_large_blocks_returnable(); memory.reuse_freed_blocks()")
     assert after_loading < PAGES_PER_BLOCK, (after_loading, while_loading)
+
+
+# A small packed linear run at 400 row counts it has not seen: each compiles a new primitive.
+NEW_SHAPES = """
+import os, sys, torch
+sys.path.insert(0, {root!r})
+{setup}
+from evaluation.model.cpu_linear import OneDNNLinear, onednn_available
+if not onednn_available():
+    print("no-onednn"); raise SystemExit
+def rss_mb():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
+layer = OneDNNLinear(torch.randn(64, 64), None)
+with torch.no_grad():
+    for rows in range(1, 51):
+        layer(torch.randn(rows, 64))
+    before = rss_mb()
+    for rows in range(51, 451):
+        layer(torch.randn(rows, 64))
+print(rss_mb() - before)
+"""
+
+
+def _growth_mb(setup: str) -> int:
+    out = subprocess.run([sys.executable, "-c", NEW_SHAPES.format(root=str(ROOT), setup=setup)], capture_output=True,
+                         text=True, check=True).stdout.strip().splitlines()[-1]
+    if out == "no-onednn":
+        pytest.skip("this torch build has no oneDNN linear")
+    return int(out)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_onednn_primitive_caches_stay_bounded_over_new_batch_shapes():
+    bounded = _growth_mb("")
+    # oneDNN's own default (which a user can still ask for) grows by ~580 KB per new shape.
+    unbounded = _growth_mb("os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'] = os.environ['LRU_CACHE_CAPACITY'] = '1024'")
+    assert unbounded > 100, unbounded  # the check below can tell the two apart
+    assert bounded < 20, (bounded, unbounded)

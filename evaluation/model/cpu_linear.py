@@ -30,7 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..memory import keep_large_blocks_returnable, return_freed_memory_to_the_system, reuse_freed_blocks
+from ..memory import bound_onednn_primitive_caches, keep_large_blocks_returnable, return_freed_memory_to_the_system, reuse_freed_blocks
+
+# Before the first oneDNN primitive (``onednn_available`` makes one): see memory.py.
+bound_onednn_primitive_caches()
 
 CPU_LINEAR_CHOICES = ("auto", "onednn", "torch")
 # The batch-size hint given to oneDNN's weight reorder. Measured: it changes speed by a few
