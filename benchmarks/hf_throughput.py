@@ -30,21 +30,15 @@ sys.path.insert(0, str(ROOT))
 from evaluation.scoring.api import EncodingOptions  # noqa: E402
 from evaluation.scoring.hf_scorer import HFScorer  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from smollm2_shape import VOCAB, build_model  # noqa: E402
+
 
 class IdsOnly:
     """The tokenizer attributes the scorer reads when requests arrive as ids."""
 
     def __init__(self, vocab: int) -> None:
         self.num_tokens, self.prefix_id, self.bos_id, self.pad_id = vocab, 0, 0, 0
-
-
-def build_model(device: str, dtype: torch.dtype):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, max_position_embeddings=2048, tie_word_embeddings=True, attn_implementation="sdpa")
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).to(device=device, dtype=dtype).eval()
 
 
 def requests(items: int, prefix: int, question: int, vocab: int) -> list[tuple[list[int], list[list[int]]]]:
@@ -66,11 +60,11 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     model = build_model(args.device, dtype)
-    batch = requests(args.items, args.prefix, args.question, 49152)
+    batch = requests(args.items, args.prefix, args.question, VOCAB)
     options = EncodingOptions(max_seq_length=2048)
     results, rows = {}, []
     for reuse in (False, True):
-        scorer = HFScorer(model, IdsOnly(49152), args.device, max_batch_tokens=args.max_batch_tokens, prefix_reuse=reuse,
+        scorer = HFScorer(model, IdsOnly(VOCAB), args.device, max_batch_tokens=args.max_batch_tokens, prefix_reuse=reuse,
                           log=lambda *_: None)
         scorer.cond_log_prob(batch[:4], options)  # warm-up
         if args.device.startswith("cuda"):

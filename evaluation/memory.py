@@ -58,7 +58,7 @@ def reuse_freed_blocks() -> None:
     switches off glibc's dynamic rule, which would otherwise have raised the trim threshold
     with it, and at 128 KiB every forward of SmolLM2-135M (8 x 128 tokens) handed its
     activations back to the kernel and faulted them in again: 210,000 page faults per
-    forward and 15-20 % of its time (``benchmarks/hf_throughput.py`` shows the difference)."""
+    forward and 15-20 % of its time (``benchmarks/hf_forward.py`` shows the difference)."""
     libc = _libc()
     if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(_M_MMAP_THRESHOLD, _RUN_MMAP_THRESHOLD_BYTES)
