@@ -31,7 +31,7 @@ def test_common_prefix_length() -> None:
 def test_groups_keep_long_prefixes_apart_from_short_ones() -> None:
     long_shots, short_shots = list(range(100, 140)), list(range(100, 120))
     tokens = [ids(*long_shots, 7, i) for i in range(5)] + [ids(*short_shots, 9, i) for i in range(3)] + [ids(1, 2, 3)]
-    groups, alone = group_by_prefix(tokens, [len(t) - 1 for t in tokens], min_length=16)
+    groups, alone = group_by_prefix(tokens, [len(t) - 1 for t in tokens], min_length=16, forward_cost=0)
     lengths = sorted((g.length, sorted(g.members)) for g in groups)
     # the five long-prefix requests keep their 41 shared ids; the three others share 21
     assert lengths == [(21, [5, 6, 7]), (41, [0, 1, 2, 3, 4])]
@@ -40,13 +40,28 @@ def test_groups_keep_long_prefixes_apart_from_short_ones() -> None:
 
 def test_limits_and_the_minimum_length_are_respected() -> None:
     tokens = [ids(*range(30), i) for i in range(3)]
-    groups, alone = group_by_prefix(tokens, [10, 31, 31], min_length=5)
+    groups, alone = group_by_prefix(tokens, [10, 31, 31], min_length=5, forward_cost=0)
     # request 0 may share 10 ids only: leaving it alone saves more (30) than a 10-id group of three (20)
     assert [(g.length, sorted(g.members)) for g in groups] == [(30, [1, 2])] and alone == [0]
-    groups, alone = group_by_prefix(tokens, [10, 10, 31], min_length=5)
+    groups, alone = group_by_prefix(tokens, [10, 10, 31], min_length=5, forward_cost=0)
     assert [(g.length, sorted(g.members)) for g in groups] == [(10, [0, 1, 2])] and alone == []
-    groups, alone = group_by_prefix(tokens, [31] * 3, min_length=40)
+    groups, alone = group_by_prefix(tokens, [31] * 3, min_length=40, forward_cost=0)
     assert groups == [] and alone == [0, 1, 2]
+
+
+def test_groups_that_save_less_than_their_extra_forwards_are_not_made() -> None:
+    pair = [ids(*range(30), i) for i in range(2)]  # saves 30 tokens, costs two forwards
+    many = [ids(*range(100, 130), i) for i in range(5)]  # saves 4 x 30 = 120
+    groups, alone = group_by_prefix(pair + many, [31] * 7, forward_cost=32)
+    assert [(g.length, sorted(g.members)) for g in groups] == [(30, [2, 3, 4, 5, 6])] and alone == [0, 1]
+    groups, _ = group_by_prefix(pair + many, [31] * 7, forward_cost=0)
+    assert sorted(len(g.members) for g in groups) == [2, 5]
+    # a long run whose short common prefix does not pay is cut into the parts that do
+    # (all five share 20: 4 x 20 - 64 = 16; the first three share 60: 2 x 60 - 64 = 56; the last
+    # two share 61, which does not pay for a pair)
+    long_a, long_b = [ids(*range(200, 260), i) for i in range(3)], [ids(*range(200, 220), 7, *range(40), i) for i in range(2)]
+    groups, alone = group_by_prefix(long_a + long_b, [100] * 5, forward_cost=32)
+    assert sorted((g.length, sorted(g.members)) for g in groups) == [(60, [0, 1, 2])] and alone == [3, 4]
 
 
 def few_shot_requests(tok, rng: np.random.Generator) -> list[tuple[list[int], list[list[int]]]]:
@@ -68,7 +83,8 @@ def few_shot_requests(tok, rng: np.random.Generator) -> list[tuple[list[int], li
 @pytest.fixture(scope="module")
 def scorers(hf_model) -> tuple[HFScorer, HFScorer]:
     model, tok = hf_model
-    quiet = dict(max_batch_tokens=128, log=lambda *_: None)
+    # forward_cost 0: group every shared prefix, so the few-shot files below each form a group
+    quiet = dict(max_batch_tokens=128, log=lambda *_: None, prefix_forward_cost=0)
     return HFScorer(model, tok, prefix_reuse=False, **quiet), HFScorer(model, tok, prefix_cache_mb=1, **quiet)
 
 

@@ -45,7 +45,7 @@ import torch
 from ..tokenization_hf import HFTokenizer
 from .decoding import DecodingSettings, beam_search, greedy_decode
 from .api import BatchResults, EncodingOptions, Progress
-from .prefix_reuse import PrefixGroup, PrefixStats, group_by_prefix
+from .prefix_reuse import FORWARD_COST_TOKENS, PrefixGroup, PrefixStats, group_by_prefix
 from .scored_rows import full_vocab_log_probs, score_target_rows
 
 DEFAULT_MAX_BATCH_TOKENS = 1024
@@ -133,7 +133,8 @@ class HFScorer:
     def __init__(self, model: Any, tokenizer: HFTokenizer, device: str | torch.device = "cpu", *, add_bos: bool = False,
                  max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, max_length: Optional[int] = None,
                  allow_packing: bool = True, prefix_reuse: bool = True, prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB,
-                 beam_tree: bool = True, pack_head_for_generation: bool = False, log: Any = print) -> None:
+                 beam_tree: bool = True, pack_head_for_generation: bool = False, log: Any = print,
+                 prefix_forward_cost: int = FORWARD_COST_TOKENS) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device)
@@ -146,6 +147,7 @@ class HFScorer:
         self.head_only_at_rows = self._probe_head_split()
         self.packing = allow_packing and self._probe_packing()
         self.prefix_cache_bytes = prefix_cache_mb * 2**20
+        self.prefix_forward_cost = prefix_forward_cost  # see prefix_reuse.FORWARD_COST_TOKENS
         self.prefix_stats = PrefixStats()
         self.kv_bytes_per_token = self._probe_prefix_reuse() if prefix_reuse else 0
         self.prefix_reuse = self.kv_bytes_per_token > 0
@@ -350,7 +352,8 @@ class HFScorer:
 
         alone = list(range(len(samples)))
         if self.prefix_reuse and len(samples) > 1:
-            groups, alone = group_by_prefix([s.tokens for s in samples], [s.reusable_prefix() for s in samples])
+            groups, alone = group_by_prefix([s.tokens for s in samples], [s.reusable_prefix() for s in samples],
+                                            forward_cost=self.prefix_forward_cost)
             for group in groups:
                 self._run_group(group, samples, greedy, deliver)
         for batch in plan_batches([len(samples[i]) for i in alone], self.max_batch_tokens):
