@@ -33,13 +33,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _rss_mb() -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
@@ -76,7 +69,11 @@ def measure(code: Path, batches: int, tokens: int, threads: int) -> dict:
     sys.path.insert(0, str(code))
     import torch
 
+    from evaluation.memory import status_kb
     from evaluation.model.cpu_linear import onednn_available, pack_all_but_a_tied_head
+
+    def rss_mb() -> float:
+        return status_kb("VmRSS") / 1024
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from smollm2_shape import build_model
@@ -89,14 +86,14 @@ def measure(code: Path, batches: int, tokens: int, threads: int) -> dict:
     digest = hashlib.sha256()
     with torch.no_grad():
         body(input_ids=torch.randint(10, 49000, (3, 97)))  # warm-up at a shape the sequence does not use
-        after_load = _rss_mb()
+        after_load = rss_mb()
         faults, start = _faults(), time.perf_counter()
         for ids, mask in work:
             hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
             digest.update(hidden[mask.bool()].numpy().tobytes())
         seconds = time.perf_counter() - start
         faults = _faults() - faults
-        growth = _rss_mb() - after_load
+        growth = rss_mb() - after_load
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -52,11 +52,12 @@ NEW_SHAPES = """
 import os, sys, torch
 sys.path.insert(0, {root!r})
 {setup}
+from evaluation.memory import status_kb
 from evaluation.model.cpu_linear import OneDNNLinear, onednn_available
 if not onednn_available():
     print("no-onednn"); raise SystemExit
 def rss_mb():
-    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
+    return status_kb("VmRSS") // 1024
 layer = OneDNNLinear(torch.randn(64, 64), None)
 with torch.no_grad():
     for rows in range(1, 51):
