@@ -45,6 +45,7 @@ import torch
 from ..tokenization_hf import HFTokenizer
 from .decoding import DecodingSettings, beam_search, greedy_decode
 from .api import BatchResults, EncodingOptions, Progress
+from .prefix_cache import batch_cache_on_prefix, read_only_prefix_cache_available
 from .prefix_reuse import FORWARD_COST_TOKENS, PrefixGroup, PrefixStats, group_by_prefix
 from .scored_rows import full_vocab_log_probs, score_target_rows
 
@@ -150,6 +151,7 @@ class HFScorer:
         self.prefix_forward_cost = prefix_forward_cost  # see prefix_reuse.FORWARD_COST_TOKENS
         self.prefix_stats = PrefixStats()
         self.kv_bytes_per_token = self._probe_prefix_reuse() if prefix_reuse else 0
+        self.prefix_cache_read_only = read_only_prefix_cache_available()
         self.prefix_reuse = self.kv_bytes_per_token > 0
         self.beam_tree = beam_tree and self._probe_beam_tree()
         self.pack_head_for_generation = pack_head_for_generation  # see cpu_linear.pack_all_but_a_tied_head
@@ -233,6 +235,7 @@ class HFScorer:
         return {"packed_multiple_choice": self.packing, "lm_head_only_at_scored_rows": self.head_only_at_rows,
                 "max_batch_tokens": self.max_batch_tokens, "max_model_length": self.max_model_length, "add_bos": self.add_bos,
                 "beam_tree": self.beam_tree, "prefix_reuse": self.prefix_reuse, "prefix_cache_mb": self.prefix_cache_bytes // 2**20,
+                "prefix_cache_read_only": self.prefix_cache_read_only,
                 **({"prefix_reuse_stats": self.prefix_stats.as_dict()} if self.prefix_reuse else {})}
 
     def effective_max_length(self, options: EncodingOptions) -> int:
@@ -301,11 +304,7 @@ class HFScorer:
             positions[i, len(s) :] = np.arange(len(s), length) + s.offset
         cache = None
         if prefix is not None:
-            from transformers import DynamicCache
-
-            cache = DynamicCache()
-            for layer, (keys, values) in enumerate(prefix):
-                cache.update(keys.expand(b, -1, -1, -1), values.expand(b, -1, -1, -1), layer)
+            cache = batch_cache_on_prefix(prefix, b)
             own = np.stack([block_mask(s, length) for s in samples])
             allowed = torch.from_numpy(np.concatenate([np.ones((b, length, prefix[0][0].shape[2]), dtype=bool), own], axis=2))[:, None]
             mask = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill_(~allowed, torch.finfo(self.dtype).min)
@@ -364,21 +363,25 @@ class HFScorer:
     def _run_group(self, group: PrefixGroup, samples: Sequence[CausalSequence], greedy: bool,
                    deliver: Callable[[list[int], list[list[Any]]], None]) -> None:
         """The members of one prefix group: the prefix once, then the members' own tokens in
-        token-budget batches on its cache, each batch also small enough that its expanded
-        cache (rows x (prefix + longest own part) x bytes per token) fits --prefix-cache-mb."""
+        token-budget batches on its cache, each batch also small enough that the cache it
+        needs at once fits --prefix-cache-mb: the prefix, plus rows x (prefix + longest own
+        part) keys and values of one layer (``prefix_cache.py``: each layer's are dropped
+        after its attention) or of every layer (transformers' ``DynamicCache`` keeps them)."""
         prefix = self._prefix_cache(samples[group.members[0]].tokens[: group.length])
         rests = [samples[i].after_prefix(group.length) for i in group.members]
         stats = self.prefix_stats
         stats.groups += 1
         stats.requests += len(group.members)
         stats.prefix_tokens_saved += group.length * (len(group.members) - 1)
+        prefix_bytes = group.length * self.kv_bytes_per_token
+        layers_at_once = 1 if self.prefix_cache_read_only else len(prefix)
         for batch in plan_batches([len(r) for r in rests], self.max_batch_tokens):
             longest = max(len(rests[j]) for j in batch)
-            row_bytes = (group.length + longest) * self.kv_bytes_per_token
-            rows = max(1, self.prefix_cache_bytes // max(row_bytes, 1))
+            row_bytes = max(1, (group.length + longest) * self.kv_bytes_per_token * layers_at_once // len(prefix))
+            rows = max(1, (self.prefix_cache_bytes - prefix_bytes) // row_bytes)
             for start in range(0, len(batch), rows):
                 part = batch[start : start + rows]
-                stats.peak_cache_bytes = max(stats.peak_cache_bytes, len(part) * row_bytes)
+                stats.peak_cache_bytes = max(stats.peak_cache_bytes, prefix_bytes + len(part) * row_bytes)
                 deliver([group.members[j] for j in part], self._score([rests[j] for j in part], greedy, prefix))
 
     @staticmethod

@@ -101,7 +101,7 @@ class PrefixStats:
     groups: int = 0
     requests: int = 0
     prefix_tokens_saved: int = 0  # tokens not recomputed
-    peak_cache_bytes: int = 0  # largest expanded cache of one batch (prefix + suffixes, all layers)
+    peak_cache_bytes: int = 0  # most cache one batch needed at once (the prefix, plus its rows' keys and values: see HFScorer._run_group)
 
     def as_dict(self) -> dict[str, float]:
         return {"groups": self.groups, "requests": self.requests, "prefix_tokens_saved": self.prefix_tokens_saved,
