@@ -132,10 +132,13 @@ class OneDNNLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, onednn"
 
 
-def pack_linear_layers(model: nn.Module, keep: Callable[[str, nn.Linear], bool] = lambda name, layer: False) -> int:
+def pack_linear_layers(model: nn.Module, keep: Callable[[str, nn.Linear], bool] = lambda name, layer: False,
+                       after_each: Optional[Callable[[torch.Tensor], object]] = None) -> int:
     """Replace every plain ``nn.Linear`` of ``model`` (fp32, on CPU) by ``OneDNNLinear``,
-    in place; ``keep(name, layer)`` exempts layers. Subclasses of ``nn.Linear`` are left
-    alone: they may compute something else. Returns how many layers were replaced.
+    in place; ``keep(name, layer)`` exempts layers, and ``after_each(dense_weight)`` runs
+    after each replacement (``file_pages.drop_tensor_pages`` for weights that view a mapped file). Subclasses
+    of ``nn.Linear`` are left alone: they may compute something else. Returns how many
+    layers were replaced.
 
     One layer at a time, holding no reference to the replaced ones, so each dense weight is
     freed before the next is packed (a list of the modules kept all of them alive until the
@@ -151,6 +154,8 @@ def pack_linear_layers(model: nn.Module, keep: Callable[[str, nn.Linear], bool] 
         if keep(name, child) or child.weight.dtype != torch.float32 or child.weight.device.type != "cpu":
             continue
         setattr(parent, child_name, OneDNNLinear(child.weight, child.bias))
+        if after_each is not None:
+            after_each(child.weight)
         del child
         replaced += 1
     return_freed_memory_to_the_system()
@@ -169,13 +174,13 @@ def tied_output_head(model: nn.Module) -> Optional[nn.Linear]:
     return None
 
 
-def pack_all_but_a_tied_head(model: nn.Module) -> int:
+def pack_all_but_a_tied_head(model: nn.Module, after_each: Optional[Callable[[torch.Tensor], object]] = None) -> int:
     """``pack_linear_layers`` leaving a tied output head dense. Why: the embedding keeps the
     dense matrix anyway, so packing the head adds a second copy (113 MB on SmolLM2-135M) that
     scoring barely uses (the head runs on scored rows only); ``pack_head`` adds it when a
     task generates, where the head runs on every row of every step."""
     head = tied_output_head(model)
-    return pack_linear_layers(model, keep=lambda name, layer: layer is head)
+    return pack_linear_layers(model, keep=lambda name, layer: layer is head, after_each=after_each)
 
 
 def pack_head(model: nn.Module) -> bool:

@@ -24,6 +24,7 @@ from typing import Any, Optional
 from ..scoring.hf_scorer import model_max_length
 from ..tokenization_hf import HFTokenizer
 from .cpu_linear import pack_all_but_a_tied_head, resolve_cpu_linear
+from .file_pages import checkpoint_files, drop_checkpoint_pages, drop_tensor_pages, unmodified_mappings
 from .loader import DTYPES, resolve_device_and_dtype
 
 BOS_CHOICES = ("auto", "yes", "no")
@@ -155,7 +156,12 @@ class HFModelSpec:
         if not tensor_parallel:
             model = model.to(self.device)
         model = model.eval()
-        if self.cpu_linear == "onednn":
+        if self.cpu_linear == "onednn" and not tensor_parallel and self.device == "cpu":
+            # The dense weights view the mapped checkpoint; once packed, their pages need not stay resident.
+            mapped = unmodified_mappings(checkpoint_files(self.model_path))
+            pack_all_but_a_tied_head(model, after_each=lambda weight: drop_tensor_pages(weight, mapped))
+            drop_checkpoint_pages(self.model_path)
+        elif self.cpu_linear == "onednn":
             pack_all_but_a_tied_head(model)
         return model
 
