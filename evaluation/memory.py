@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import resource
 import sys
@@ -28,7 +29,9 @@ _RUN_MMAP_THRESHOLD_BYTES = 32 * 2**20
 _RUN_TRIM_THRESHOLD_BYTES = 2 * _RUN_MMAP_THRESHOLD_BYTES
 
 
-def _libc() -> Optional[ctypes.CDLL]:
+@functools.cache
+def libc() -> Optional[ctypes.CDLL]:
+    """glibc, looked up once (``find_library`` runs ldconfig: a few ms a call)."""
     name = ctypes.util.find_library("c")
     try:
         return ctypes.CDLL(name) if name else None
@@ -42,10 +45,10 @@ def keep_large_blocks_returnable() -> None:
     from the heap and stay in the process after they are freed: replacing SmolLM2's dense
     weights by packed copies kept 410 MB that way. With the thresholds fixed they are mapped
     and unmapped."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
-        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
+    library = libc()
+    if library is not None and hasattr(library, "mallopt"):
+        library.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+        library.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
 
 
 def reuse_freed_blocks() -> None:
@@ -59,10 +62,10 @@ def reuse_freed_blocks() -> None:
     with it, and at 128 KiB every forward of SmolLM2-135M (8 x 128 tokens) handed its
     activations back to the kernel and faulted them in again: 210,000 page faults per
     forward and 15-20 % of its time (``benchmarks/hf_forward.py`` shows the difference)."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(_M_MMAP_THRESHOLD, _RUN_MMAP_THRESHOLD_BYTES)
-        libc.mallopt(_M_TRIM_THRESHOLD, _RUN_TRIM_THRESHOLD_BYTES)
+    library = libc()
+    if library is not None and hasattr(library, "mallopt"):
+        library.mallopt(_M_MMAP_THRESHOLD, _RUN_MMAP_THRESHOLD_BYTES)
+        library.mallopt(_M_TRIM_THRESHOLD, _RUN_TRIM_THRESHOLD_BYTES)
 
 
 # Primitives kept by oneDNN's own cache and by ideep's (torch's wrapper around it) each.
@@ -87,9 +90,9 @@ def bound_onednn_primitive_caches(capacity: int = ONEDNN_CACHE_CAPACITY) -> None
 
 def return_freed_memory_to_the_system() -> None:
     """glibc's ``malloc_trim(0)``: hand back heap pages that dropped objects left free."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
+    library = libc()
+    if library is not None and hasattr(library, "malloc_trim"):
+        library.malloc_trim(0)
 
 
 def status_kb(field: str, path: Path = Path("/proc/self/status")) -> Optional[int]:

@@ -234,6 +234,22 @@ def test_hf_backend_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureF
     assert code == 2 and "no config.json" in capsys.readouterr().err
 
 
+def test_prefix_forward_cost_flag_reaches_the_scorer_and_is_checked(tiny_llama_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from evaluation.cli import build_parser, build_spec
+
+    def spec(*flags: str):
+        return build_spec(build_parser().parse_args(["x.yaml", "--backend", "hf", "--hf-model", str(tiny_llama_dir), *flags]))
+
+    assert spec().prefix_forward_cost == 32
+    model_spec = spec("--prefix-forward-cost", "500")
+    model = model_spec.load_model()
+    scorer = model_spec.make_scorer(model, model_spec.load_tokenizer())
+    assert scorer.prefix_forward_cost == 500 and scorer.describe()["prefix_forward_cost"] == 500
+    code = evaluate_main([str(ROOT / "tasks" / "demo"), "--backend", "hf", "--hf-model", str(tiny_llama_dir),
+                          "--prefix-forward-cost", "-1"])
+    assert code == 2 and "--prefix-forward-cost must be >= 0" in capsys.readouterr().err
+
+
 # -- every shipped task YAML, end to end ------------------------------------------------------
 RAW = ROOT.parent / "shared" / "data"
 SUITES = sorted(p.name for p in (ROOT / "tasks").iterdir() if p.is_dir() and any(p.glob("*.yaml")))

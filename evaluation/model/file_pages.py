@@ -16,12 +16,13 @@ again before its last drop.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import mmap
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
+
+from ..memory import libc
 
 if TYPE_CHECKING:
     import torch
@@ -55,13 +56,8 @@ def unmodified_mappings(files: Iterable[Path], smaps: Path = Path("/proc/self/sm
 
 @functools.cache
 def _madvise() -> Optional[ctypes._CFuncPtr]:
-    """libc's madvise (looked up once: ``find_library`` runs ldconfig)."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    function = getattr(libc, "madvise", None)
+    """libc's madvise with its argument types (None without one)."""
+    function = getattr(libc(), "madvise", None)
     if function is not None:
         function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         function.restype = ctypes.c_int

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 
 from ..scoring.hf_scorer import model_max_length
+from ..scoring.prefix_reuse import FORWARD_COST_TOKENS
 from ..tokenization_hf import HFTokenizer
 from .cpu_linear import pack_all_but_a_tied_head, resolve_cpu_linear
 from .file_pages import checkpoint_files, drop_checkpoint_pages, drop_tensor_pages, unmodified_mappings
@@ -47,7 +48,12 @@ def add_hf_arguments(parser: argparse.ArgumentParser) -> None:
                        help="HF backend: do not compute a prefix shared by several requests (few-shot examples) once and reuse its "
                             "key/value cache (on by default; exact up to float summation order)")
     group.add_argument("--prefix-cache-mb", type=int, default=256,
-                       help="HF backend: the most memory one batch's expanded prefix cache may take (rows are split to fit)")
+                       help="HF backend: the most key/value cache one batch on a shared prefix may need at once: the prefix, "
+                            "plus one layer's keys and values of its rows (rows are split to fit)")
+    group.add_argument("--prefix-forward-cost", type=int, default=FORWARD_COST_TOKENS, metavar="TOKENS",
+                       help="HF backend: what one extra forward call costs, in tokens of work; a shared prefix is reused only "
+                            "where that saves more than two such calls (default %(default)s, measured on a 2-core CPU; "
+                            "a GPU, where a call's fixed cost is many more tokens, wants a larger value)")
     group.add_argument("--no-beam-tree", action="store_true",
                        help="HF backend: beam search with one cache row per beam (the layout before the beam tree; "
                             "slower, same outputs) instead of one row per item holding all its beams")
@@ -71,6 +77,7 @@ class HFModelSpec:
     model_parallel_size: int = 1  # tensor-parallel processes per replica (transformers' own tp_plan)
     prefix_reuse: bool = True  # shared-prefix key/value reuse (scoring/prefix_reuse.py)
     prefix_cache_mb: int = 256
+    prefix_forward_cost: int = FORWARD_COST_TOKENS  # tokens of work one extra forward call costs (prefix_reuse.py)
     beam_tree: bool = True  # beams of an item share one cache row (hf_scorer._HFBeamTreeDecoder)
     config: Any = field(default=None, compare=False, repr=False)  # the transformers config read by from_namespace
 
@@ -96,6 +103,8 @@ class HFModelSpec:
             raise ValueError(f"--max-batch-tokens must be >= 1, got {ns.max_batch_tokens}")
         if getattr(ns, "prefix_cache_mb", 256) < 1:
             raise ValueError(f"--prefix-cache-mb must be >= 1, got {ns.prefix_cache_mb}")
+        if getattr(ns, "prefix_forward_cost", FORWARD_COST_TOKENS) < 0:
+            raise ValueError(f"--prefix-forward-cost must be >= 0, got {ns.prefix_forward_cost}")
         require_transformers(ns.hf_gguf_file)
         config = read_config(path, ns.hf_gguf_file)
         max_length = ns.hf_max_length or model_max_length(config)
@@ -110,7 +119,7 @@ class HFModelSpec:
         cpu_linear = resolve_cpu_linear(cpu_linear_choice, device, dtype)
         return cls(path, ns.hf_gguf_file, dtype, device, ns.hf_add_bos, max_length, ns.max_batch_tokens, not ns.hf_no_packing,
                    cpu_linear, model_parallel, not getattr(ns, "no_prefix_reuse", False), getattr(ns, "prefix_cache_mb", 256),
-                   not getattr(ns, "no_beam_tree", False), config)
+                   getattr(ns, "prefix_forward_cost", FORWARD_COST_TOKENS), not getattr(ns, "no_beam_tree", False), config)
 
     def load_tokenizer(self) -> HFTokenizer:
         offline()
@@ -180,7 +189,7 @@ class HFModelSpec:
 
         return HFScorer(model, tokenizer, self.device, add_bos=self.resolve_add_bos(tokenizer),
                         max_batch_tokens=self.max_batch_tokens, max_length=self.max_sequence_length, allow_packing=self.packing,
-                        prefix_reuse=self.prefix_reuse, prefix_cache_mb=self.prefix_cache_mb,
+                        prefix_reuse=self.prefix_reuse, prefix_cache_mb=self.prefix_cache_mb, prefix_forward_cost=self.prefix_forward_cost,
                         beam_tree=self.beam_tree, pack_head_for_generation=self.cpu_linear == "onednn")
 
     def identity(self, tokenizer: HFTokenizer, tensor_parallel: int = 1) -> dict[str, Any]:

@@ -235,7 +235,7 @@ class HFScorer:
         return {"packed_multiple_choice": self.packing, "lm_head_only_at_scored_rows": self.head_only_at_rows,
                 "max_batch_tokens": self.max_batch_tokens, "max_model_length": self.max_model_length, "add_bos": self.add_bos,
                 "beam_tree": self.beam_tree, "prefix_reuse": self.prefix_reuse, "prefix_cache_mb": self.prefix_cache_bytes // 2**20,
-                "prefix_cache_read_only": self.prefix_cache_read_only,
+                "prefix_cache_read_only": self.prefix_cache_read_only, "prefix_forward_cost": self.prefix_forward_cost,
                 **({"prefix_reuse_stats": self.prefix_stats.as_dict()} if self.prefix_reuse else {})}
 
     def effective_max_length(self, options: EncodingOptions) -> int:
