@@ -34,9 +34,22 @@ def test_scores_on_the_read_only_cache_equal_the_dynamic_caches_bit_for_bit(scor
     scorer, prefix, rests = scorer_and_batch
     assert read_only_prefix_cache_available() and scorer.prefix_cache_read_only
     read_only = scorer._hidden_or_logits(rests, prefix)
-    monkeypatch.setattr(hf_scorer_module, "batch_cache_on_prefix", dynamic_prefix_cache)
+    monkeypatch.setattr(scorer, "prefix_cache_read_only", False)
     dynamic = scorer._hidden_or_logits(rests, prefix)
     assert torch.equal(read_only, dynamic)
+
+
+def test_a_model_that_scores_differently_on_the_read_only_cache_gets_the_dynamic_one(hf_model, monkeypatch) -> None:
+    """The start-up probe compares scores after a cached prefix with the plain forward; where
+    the read-only cache fails it (here: a layer that drops the prefix), the scorer keeps
+    prefix reuse on transformers' DynamicCache instead of switching reuse off."""
+    from evaluation.scoring import prefix_cache
+
+    model, tok = hf_model
+    broken = prefix_cache._layer_class()
+    monkeypatch.setattr(broken, "update", lambda self, k, v, *a, **kw: (k, v))  # forgets the prefix
+    scorer = HFScorer(model, tok, log=lambda *_: None)
+    assert scorer.prefix_reuse and not scorer.prefix_cache_read_only
 
 
 def test_the_read_only_cache_holds_only_the_prefix_after_a_forward(scorer_and_batch, monkeypatch) -> None:
@@ -44,7 +57,7 @@ def test_the_read_only_cache_holds_only_the_prefix_after_a_forward(scorer_and_ba
     made: list = []
 
     def remember(builder):
-        def build(prefix_states, rows):
+        def build(prefix_states, rows, read_only=True):
             made.append(builder(prefix_states, rows))
             return made[-1]
         return build

@@ -150,8 +150,11 @@ class HFScorer:
         self.prefix_cache_bytes = prefix_cache_mb * 2**20
         self.prefix_forward_cost = prefix_forward_cost  # see prefix_reuse.FORWARD_COST_TOKENS
         self.prefix_stats = PrefixStats()
-        self.kv_bytes_per_token = self._probe_prefix_reuse() if prefix_reuse else 0
         self.prefix_cache_read_only = read_only_prefix_cache_available()
+        self.kv_bytes_per_token = self._probe_prefix_reuse() if prefix_reuse else 0
+        if prefix_reuse and not self.kv_bytes_per_token and self.prefix_cache_read_only:
+            self.prefix_cache_read_only = False  # a model that rejects the read-only layer: DynamicCache, as before it
+            self.kv_bytes_per_token = self._probe_prefix_reuse()
         self.prefix_reuse = self.kv_bytes_per_token > 0
         self.beam_tree = beam_tree and self._probe_beam_tree()
         self.pack_head_for_generation = pack_head_for_generation  # see cpu_linear.pack_all_but_a_tied_head
@@ -304,7 +307,7 @@ class HFScorer:
             positions[i, len(s) :] = np.arange(len(s), length) + s.offset
         cache = None
         if prefix is not None:
-            cache = batch_cache_on_prefix(prefix, b)
+            cache = batch_cache_on_prefix(prefix, b, self.prefix_cache_read_only)
             own = np.stack([block_mask(s, length) for s in samples])
             allowed = torch.from_numpy(np.concatenate([np.ones((b, length, prefix[0][0].shape[2]), dtype=bool), own], axis=2))[:, None]
             mask = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill_(~allowed, torch.finfo(self.dtype).min)

@@ -12,7 +12,8 @@ only the prefix, so one layer's worth exists at a time. The tensors attention se
 same, so the scores are bit-identical (``tests/test_prefix_cache.py``).
 
 transformers' cache API changed in 4.5x; where its layer classes are missing,
-``read_only_prefix_cache`` returns None and the caller falls back to ``DynamicCache``.
+``read_only_prefix_cache`` returns None and the caller falls back to ``DynamicCache``, as
+``HFScorer`` does when its start-up probe finds different scores on the read-only cache.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def dynamic_prefix_cache(prefix: Sequence[tuple[torch.Tensor, torch.Tensor]], ro
     return cache
 
 
-def batch_cache_on_prefix(prefix: Sequence[tuple[torch.Tensor, torch.Tensor]], rows: int) -> Any:
-    """The read-only cache where transformers allows it, else a ``DynamicCache``."""
-    cache = read_only_prefix_cache(prefix, rows)
+def batch_cache_on_prefix(prefix: Sequence[tuple[torch.Tensor, torch.Tensor]], rows: int, read_only: bool = True) -> Any:
+    """The read-only cache when ``read_only`` and transformers allows it, else a ``DynamicCache``
+    (``HFScorer`` turns ``read_only`` off when its start-up probe finds the model's attention
+    scores differently on it)."""
+    cache = read_only_prefix_cache(prefix, rows) if read_only else None
     return cache if cache is not None else dynamic_prefix_cache(prefix, rows)
