@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.model.file_pages import checkpoint_files, drop_pages, unmodified_mappings
+from evaluation.model.file_pages import checkpoint_files, drop_pages, drop_tensor_pages, unmodified_mappings
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps is Linux's")
 
@@ -56,8 +56,6 @@ def test_a_mapping_read_through_has_its_pages_dropped_and_reads_the_same(data_fi
 
 def test_a_tensors_pages_are_dropped_and_its_neighbours_kept(data_file) -> None:
     import torch
-
-    from evaluation.model.file_pages import drop_tensor_pages
 
     path, values = data_file
     with open(path, "rb") as handle:

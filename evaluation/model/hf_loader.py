@@ -165,13 +165,11 @@ class HFModelSpec:
         if not tensor_parallel:
             model = model.to(self.device)
         model = model.eval()
-        if self.cpu_linear == "onednn" and not tensor_parallel and self.device == "cpu":
+        if self.cpu_linear == "onednn":  # CPU only, never under tensor parallelism (from_namespace)
             # The dense weights view the mapped checkpoint; once packed, their pages need not stay resident.
             mapped = unmodified_mappings(checkpoint_files(self.model_path))
             pack_all_but_a_tied_head(model, after_each=lambda weight: drop_tensor_pages(weight, mapped))
             drop_checkpoint_pages(self.model_path)
-        elif self.cpu_linear == "onednn":
-            pack_all_but_a_tied_head(model)
         return model
 
     def _load_gguf_streaming(self) -> Any:
