@@ -47,14 +47,25 @@ class HFTokenizer(GLMTokenizerBase):
         self._num_tokens = len(tokenizer)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, gguf_file: Optional[str] = None) -> "HFTokenizer":
-        """Load offline from a local model folder (or the GGUF file inside it)."""
-        from transformers import AutoTokenizer
+    def from_pretrained(cls, path: str | Path, gguf_file: Optional[str] = None, without_config: bool = False) -> "HFTokenizer":
+        """Load offline from a local model folder (or the GGUF file inside it).
 
+        ``without_config`` (a Llama GGUF file run on the harness's own forward): build the
+        tokenizer the way ``AutoTokenizer`` does for it, ``TokenizersBackend`` from the file,
+        but without ``AutoTokenizer``'s detour through the model's config class, whose
+        imports cost 90 MB (``tests/test_lean_llama.py`` checks both give the same ids). Where
+        that equivalence is not certain (a ``tokenizer_config.json`` beside the file naming a
+        class, a transformers whose Llama maps to its own tokenizer class) ``AutoTokenizer`` is used."""
         kwargs: dict[str, Any] = {"local_files_only": True}
         if gguf_file:
             kwargs["gguf_file"] = gguf_file
-        tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
+        backend = _llama_gguf_tokenizer_class(Path(path)) if without_config and gguf_file else None
+        if backend is not None:
+            tokenizer = backend.from_pretrained(str(path), **kwargs)
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
         return cls(tokenizer, str(Path(path) / gguf_file) if gguf_file else str(path))
 
     def _role(self, role: str) -> int:
@@ -110,3 +121,17 @@ class HFTokenizer(GLMTokenizerBase):
         delimited = [" " + c if touching and c and not c[0].isspace() else c for c in continuations]
         choice_ids = [encode_context_and_target(self.tokenize, context, c, context_ids)[1] if c else [] for c in delimited]
         return context_ids, choice_ids
+
+
+def _llama_gguf_tokenizer_class(folder: Path) -> Any:
+    """The class ``AutoTokenizer`` loads a Llama GGUF file's tokenizer with, when that is
+    certain without building the config: ``TokenizersBackend`` (transformers 5 maps no
+    tokenizer class to 'llama' and the folder has no tokenizer_config.json); else None."""
+    if (folder / "tokenizer_config.json").exists():
+        return None
+    try:
+        from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:
+        return None
+    return TokenizersBackend if TOKENIZER_MAPPING_NAMES.get("llama") is None else None

@@ -6,8 +6,9 @@ each decomposes over items):
 
 * **Binary items** (Accuracy, EM: each item 0 or 100): standard error = sample standard
   deviation / sqrt(n), as lm-evaluation-harness's ``acc_stderr``; interval = Wilson's score
-  interval (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``), which stays
-  honest on the small files of CLUE/FewCLUE, where the normal approximation is too narrow.
+  interval (what ``scipy.stats.binomtest(...).proportion_ci(method="wilson")`` gives, in
+  closed form), which stays honest on the small files of CLUE/FewCLUE, where the normal
+  approximation is too narrow.
 * **Other metrics** (F1, PPL, BPB, ContinuationPPL): a BCa bootstrap of the metric itself
   (``scipy.stats.bootstrap``, 2,000 resamples, fixed seed, so reruns give the same numbers);
   the standard error is the sample one for a mean (F1), the bootstrap's for a ratio (PPL).
@@ -102,8 +103,16 @@ def clustered_se(values: np.ndarray, clusters: Sequence[Any]) -> float:
 
 
 def wilson(correct: int, n: int) -> tuple[float, float]:
-    interval = _scipy_stats().binomtest(correct, n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
-    return 100.0 * float(interval.low), 100.0 * float(interval.high)
+    """Wilson's score interval (no continuity correction), in percent: scipy's
+    ``binomtest(correct, n).proportion_ci(method="wilson")``, written out as scipy computes it
+    (``tests/test_uncertainty.py`` compares the two). Why not call scipy: accuracy intervals
+    are made after each data file, while the model is loaded, and importing scipy.stats
+    there added 61 MB to the run's peak memory (the bootstrap of other metrics still uses it)."""
+    p = correct / n
+    denominator = 2 * (n + Z * Z)
+    centre = (2 * n * p + Z * Z) / denominator
+    half = Z * math.sqrt(4 * n * p * (1 - p) + Z * Z) / denominator
+    return 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
 
 
 def _aggregate(num: np.ndarray, den: np.ndarray, clusters: Optional[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:

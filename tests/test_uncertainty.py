@@ -29,6 +29,30 @@ def test_wilson_and_sample_se_by_hand() -> None:
     assert sample_se(values) == pytest.approx(100 * math.sqrt(p * (1 - p) * n / (n - 1) / n))  # lm-eval's acc_stderr
 
 
+def test_wilson_is_scipys_interval() -> None:
+    """The closed form (no scipy import while the model is loaded) against scipy itself."""
+    from scipy import stats
+
+    for n in (1, 2, 7, 30, 57, 300, 1531):
+        for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            expected = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+            low, high = wilson(k, n)
+            assert low == pytest.approx(100 * expected.low, abs=1e-10) and high == pytest.approx(100 * expected.high, abs=1e-10)
+
+
+def test_accuracy_intervals_do_not_import_scipy() -> None:
+    """scipy.stats costs 61 MB of resident memory; an accuracy file's interval must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from evaluation.metrics import METRICS; from evaluation.uncertainty import metric_interval; "
+            "metric_interval(METRICS['Accuracy'], np.array([100.0, 0, 100, 0, 100]), np.ones(5)); "
+            "print('scipy.stats' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"
+
+
 def test_clustered_se_by_hand() -> None:
     values = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 0.0])
     clusters = ["a", "a", "b", "b", "c", "c"]

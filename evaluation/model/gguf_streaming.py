@@ -24,7 +24,7 @@ import contextlib
 import mmap
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -60,15 +60,26 @@ def _drop_pages(reader: Any, tensor: Any) -> None:
         pass
 
 
-def load_gguf_streaming(path: Path, config: Any, dtype: torch.dtype, pack_linears: bool) -> Optional[nn.Module]:
+def transformers_model(config: Any, dtype: torch.dtype) -> nn.Module:
+    """transformers' own model class for ``config``, weights left uninitialised."""
+    from transformers import AutoModelForCausalLM
+
+    with _no_random_init():  # every weight is overwritten from the file
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+
+
+def load_gguf_streaming(path: Path, config: Any, dtype: torch.dtype, pack_linears: bool,
+                        build_model: Callable[[Any, torch.dtype], nn.Module] = transformers_model) -> Optional[nn.Module]:
     """The causal LM of ``config`` with the weights of the GGUF file ``path`` (see the module doc),
     or None when its architecture is not streamable; ``pack_linears`` then packs the plain
     ``nn.Linear`` layers for oneDNN, one at a time (a tied head stays dense: ``cpu_linear.py``).
+    ``build_model(config, dtype)`` makes the empty model: transformers' class, or the harness's
+    own Llama (``lean_llama.LeanLlamaForCausalLM.empty``, which has transformers' parameter
+    names, so the same tensor map applies).
     Raises ValueError naming the tensor or parameter when the file has a tensor the model lacks, of another shape, or leaves a parameter unset."""
     import gc
 
     from gguf import GGUFReader, dequantize
-    from transformers import AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import get_gguf_hf_weights_map, read_field
 
     keep_large_blocks_returnable()
@@ -84,8 +95,7 @@ def load_gguf_streaming(path: Path, config: Any, dtype: torch.dtype, pack_linear
             tensor.field.parts.clear()
     gc.collect()
     return_freed_memory_to_the_system()
-    with _no_random_init():  # every weight is overwritten from the file
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model = build_model(config, dtype)
     mapping = get_gguf_hf_weights_map(model, processor)
     owners = _parameter_owners(model)
     head = tied_output_head(model)

@@ -9,6 +9,12 @@ downloaded: every ``from_pretrained`` runs with ``local_files_only=True`` and
 Order (as for the GLM backend): flags are checked and the config read (for the model's
 positions) first, the tokenizer next (every data file is tokenized and validated with
 it), the weights last.
+
+Which forward (``--hf-implementation``): a Llama GGUF file on CPU runs on the harness's own
+Llama (``lean_llama.py``: bit-identical scores, 130 MB less resident Python than
+transformers' modeling code, whose imports reach torch._dynamo and sympy); every other
+model on transformers' class. ``auto`` picks, and results.json records the choice and, when
+transformers was used, why the harness's own did not apply.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from .file_pages import checkpoint_files, drop_checkpoint_pages, drop_tensor_pag
 from .loader import DTYPES, resolve_device_and_dtype
 
 BOS_CHOICES = ("auto", "yes", "no")
+IMPLEMENTATION_CHOICES = ("auto", "harness", "transformers")
 
 
 def add_hf_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +46,10 @@ def add_hf_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--hf-add-bos", choices=BOS_CHOICES, default="auto",
                        help="put BOS before every context: 'auto' = what the tokenizer does with special tokens "
                             "(lm-evaluation-harness's default); an empty context is always the BOS (else EOS) token")
+    group.add_argument("--hf-implementation", choices=IMPLEMENTATION_CHOICES, default="auto",
+                       help="the model's forward: 'harness' = the harness's own Llama (a Llama GGUF file on CPU; bit-identical "
+                            "scores, about 130 MB less memory), 'transformers' = transformers' class, 'auto' (default) = "
+                            "the harness's own where it applies")
     group.add_argument("--hf-max-length", type=int, default=None,
                        help="positions of the model (default: from its config, as lm-evaluation-harness reads them)")
     group.add_argument("--max-batch-tokens", type=int, default=1024,
@@ -79,7 +90,9 @@ class HFModelSpec:
     prefix_cache_mb: int = 256
     prefix_forward_cost: int = FORWARD_COST_TOKENS  # tokens of work one extra forward call costs (prefix_reuse.py)
     beam_tree: bool = True  # beams of an item share one cache row (hf_scorer._HFBeamTreeDecoder)
-    config: Any = field(default=None, compare=False, repr=False)  # the transformers config read by from_namespace
+    implementation: str = "transformers"  # or 'harness': lean_llama.LeanLlamaForCausalLM (resolved from --hf-implementation)
+    implementation_note: str = ""  # why the harness's own forward does not apply (when transformers is used)
+    config: Any = field(default=None, compare=False, repr=False)  # the transformers (or lean_llama) config read by from_namespace
 
     @property
     def source(self) -> str:
@@ -106,9 +119,19 @@ class HFModelSpec:
         if getattr(ns, "prefix_forward_cost", FORWARD_COST_TOKENS) < 0:
             raise ValueError(f"--prefix-forward-cost must be >= 0, got {ns.prefix_forward_cost}")
         require_transformers(ns.hf_gguf_file)
-        config = read_config(path, ns.hf_gguf_file)
-        max_length = ns.hf_max_length or model_max_length(config)
         model_parallel = getattr(ns, "model_parallel_size", 1)
+        lean_config, note = lean_config_for(path, ns.hf_gguf_file, device, model_parallel)
+        choice = getattr(ns, "hf_implementation", "auto")
+        if choice == "harness" and lean_config is None:
+            raise ValueError(f"--hf-implementation harness does not apply to {path / ns.hf_gguf_file if ns.hf_gguf_file else path}: "
+                             f"{note}; use --hf-implementation transformers (or auto)")
+        implementation = "harness" if lean_config is not None and choice != "transformers" else "transformers"
+        if implementation == "harness":
+            config, note = lean_config, ""
+        else:
+            config = read_config(path, ns.hf_gguf_file)
+            note = "--hf-implementation transformers" if choice == "transformers" else note
+        max_length = ns.hf_max_length or model_max_length(config)
         cpu_linear_choice = getattr(ns, "cpu_linear", "auto")
         if model_parallel > 1:
             check_tensor_parallel_plan(config, model_parallel, path)
@@ -119,11 +142,14 @@ class HFModelSpec:
         cpu_linear = resolve_cpu_linear(cpu_linear_choice, device, dtype)
         return cls(path, ns.hf_gguf_file, dtype, device, ns.hf_add_bos, max_length, ns.max_batch_tokens, not ns.hf_no_packing,
                    cpu_linear, model_parallel, not getattr(ns, "no_prefix_reuse", False), getattr(ns, "prefix_cache_mb", 256),
-                   getattr(ns, "prefix_forward_cost", FORWARD_COST_TOKENS), not getattr(ns, "no_beam_tree", False), config)
+                   getattr(ns, "prefix_forward_cost", FORWARD_COST_TOKENS), not getattr(ns, "no_beam_tree", False),
+                   implementation, note, config)
 
     def load_tokenizer(self) -> HFTokenizer:
         offline()
-        return HFTokenizer.from_pretrained(self.model_path, self.gguf_file)
+        # The harness's own forward has no transformers config class: the tokenizer is built the
+        # way AutoTokenizer builds it for a Llama GGUF file, without importing that class (sympy).
+        return HFTokenizer.from_pretrained(self.model_path, self.gguf_file, without_config=self.implementation == "harness")
 
     def resolve_add_bos(self, tokenizer: HFTokenizer) -> bool:
         if self.add_bos == "auto":
@@ -179,6 +205,11 @@ class HFModelSpec:
         from .gguf_streaming import load_gguf_streaming
 
         config = self.config if self.config is not None else read_config(self.model_path, self.gguf_file)
+        if self.implementation == "harness":
+            from .lean_llama import LeanLlamaForCausalLM
+
+            return load_gguf_streaming(self.model_path / self.gguf_file, config, DTYPES[self.dtype],
+                                       pack_linears=self.cpu_linear == "onednn", build_model=LeanLlamaForCausalLM.empty)
         return load_gguf_streaming(self.model_path / self.gguf_file, config, DTYPES[self.dtype],
                                    pack_linears=self.cpu_linear == "onednn")
 
@@ -219,6 +250,8 @@ class HFModelSpec:
             "add_bos": self.add_bos,
             "cpu_linear": self.cpu_linear,
             "model_parallel_size": self.model_parallel_size,
+            "implementation": self.implementation,
+            **({"implementation_note": self.implementation_note} if self.implementation_note else {}),
         }
         if tokenizer is not None:
             record["bos"] = {
@@ -261,6 +294,23 @@ def read_config(path: Path, gguf_file: Optional[str]) -> Any:
         return AutoConfig.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read the model config of {path / gguf_file if gguf_file else path}: {exc}") from None
+
+
+def lean_config_for(path: Path, gguf_file: Optional[str], device: str, model_parallel: int) -> tuple[Any, str]:
+    """(the harness's own Llama config, "") when ``lean_llama.py`` applies to this model on this
+    device, else (None, why not)."""
+    if not gguf_file:
+        return None, "it runs Llama GGUF files only (--hf-gguf-file); a model folder loads with transformers"
+    if device != "cpu":
+        return None, "it runs on CPU only (the GGUF file is streamed into CPU memory)"
+    if model_parallel > 1:
+        return None, "tensor parallelism uses transformers' plan"
+    from .lean_llama import lean_config_from_gguf
+
+    try:
+        return lean_config_from_gguf(path / gguf_file)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"cannot read the model config of {path / gguf_file}: {exc}") from None
 
 
 def read_max_length(path: Path, gguf_file: Optional[str]) -> int:

@@ -23,15 +23,45 @@ class ScoredSample(Protocol):
 TargetLogProbs = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
 
 
+# Rows projected to the vocabulary at once: [64, vocab] fp32 logits and their log-softmax are
+# 2 x 12.6 MB for SmolLM2 (49,152 ids), 2 x 38 MB for GLM-130B (150,528).
+HEAD_CHUNK_ROWS = 64
+
+
+def head_chunks(rows: int, limit: int = HEAD_CHUNK_ROWS) -> list[tuple[int, int]]:
+    """(start, end) of balanced chunks of at most ``limit`` rows. Balanced, so that no chunk is
+    a small remainder: a matmul of a few rows runs another kernel (a matrix-vector one) whose
+    sums differ in the last bits, while from 16 rows up each row's result does not depend on
+    how many rows share the call (``tests/test_scored_rows.py``)."""
+    if rows <= 0:
+        return [(0, 0)]
+    count = -(-rows // limit)
+    base, extra = divmod(rows, count)
+    bounds = [0]
+    for index in range(count):
+        bounds.append(bounds[-1] + base + (index < extra))
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def full_vocab_log_probs(project: Callable[[torch.Tensor], torch.Tensor]) -> TargetLogProbs:
     """The one-process rule: project the rows to the whole vocabulary, log-softmax in fp32,
     read the target column; ``argmax`` breaks ties towards the lower id. (A tensor-parallel
-    model computes the same from vocabulary shards without gathering them.)"""
+    model computes the same from vocabulary shards without gathering them.)
+
+    In chunks of rows (``head_chunks``): a language-modelling window scores every one of its
+    rows, and 1,024 rows at once were 2 x 200 MB of logits and log-probs for SmolLM2."""
 
     def target_log_probs(rows: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_probs = torch.log_softmax(project(rows).float(), dim=-1)
-        picked = log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
-        return picked, log_probs.argmax(dim=-1) == target
+        picked, greedy = [], []
+        for start, end in head_chunks(rows.shape[0]):
+            log_probs = torch.log_softmax(project(rows[start:end]).float(), dim=-1)
+            chunk_target = target[start:end]
+            picked.append(log_probs.gather(1, chunk_target.unsqueeze(1)).squeeze(1))
+            greedy.append(log_probs.argmax(dim=-1) == chunk_target)
+            del log_probs
+        if len(picked) == 1:
+            return picked[0], greedy[0]
+        return torch.cat(picked), torch.cat(greedy)
 
     return target_log_probs
 
