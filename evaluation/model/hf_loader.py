@@ -120,17 +120,16 @@ class HFModelSpec:
             raise ValueError(f"--prefix-forward-cost must be >= 0, got {ns.prefix_forward_cost}")
         require_transformers(ns.hf_gguf_file)
         model_parallel = getattr(ns, "model_parallel_size", 1)
-        lean_config, note = lean_config_for(path, ns.hf_gguf_file, device, model_parallel)
         choice = getattr(ns, "hf_implementation", "auto")
+        if choice == "transformers":
+            lean_config, note = None, "--hf-implementation transformers"
+        else:
+            lean_config, note = lean_config_for(path, ns.hf_gguf_file, device, model_parallel)
         if choice == "harness" and lean_config is None:
             raise ValueError(f"--hf-implementation harness does not apply to {path / ns.hf_gguf_file if ns.hf_gguf_file else path}: "
                              f"{note}; use --hf-implementation transformers (or auto)")
-        implementation = "harness" if lean_config is not None and choice != "transformers" else "transformers"
-        if implementation == "harness":
-            config, note = lean_config, ""
-        else:
-            config = read_config(path, ns.hf_gguf_file)
-            note = "--hf-implementation transformers" if choice == "transformers" else note
+        implementation = "transformers" if lean_config is None else "harness"
+        config = read_config(path, ns.hf_gguf_file) if lean_config is None else lean_config
         max_length = ns.hf_max_length or model_max_length(config)
         cpu_linear_choice = getattr(ns, "cpu_linear", "auto")
         if model_parallel > 1:
@@ -204,14 +203,13 @@ class HFModelSpec:
         tensors do not map one to one (transformers' loader is used then)."""
         from .gguf_streaming import load_gguf_streaming
 
-        config = self.config if self.config is not None else read_config(self.model_path, self.gguf_file)
-        if self.implementation == "harness":
-            from .lean_llama import LeanLlamaForCausalLM
+        from .gguf_streaming import transformers_model
+        from .lean_llama import LeanLlamaForCausalLM
 
-            return load_gguf_streaming(self.model_path / self.gguf_file, config, DTYPES[self.dtype],
-                                       pack_linears=self.cpu_linear == "onednn", build_model=LeanLlamaForCausalLM.empty)
+        config = self.config if self.config is not None else read_config(self.model_path, self.gguf_file)
+        build_model = LeanLlamaForCausalLM.empty if self.implementation == "harness" else transformers_model
         return load_gguf_streaming(self.model_path / self.gguf_file, config, DTYPES[self.dtype],
-                                   pack_linears=self.cpu_linear == "onednn")
+                                   pack_linears=self.cpu_linear == "onednn", build_model=build_model)
 
     def make_scorer(self, model: Any, tokenizer: HFTokenizer) -> Any:
         from ..scoring.hf_scorer import HFScorer

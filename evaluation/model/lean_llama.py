@@ -111,7 +111,8 @@ def lean_config_from_gguf(path: Path) -> tuple[Optional[LeanLlamaConfig], str]:
     fields: dict[str, Any] = {}
     for key, name in GGUF_LLAMA_FIELDS.items():
         if f"llama.{key}" in metadata:
-            fields[name] = metadata[f"llama.{key}"]
+            value = metadata[f"llama.{key}"]
+            fields[name] = float(value) if name in ("rms_norm_eps", "rope_theta") else int(value)
     for key, name in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"), ("padding_token_id", "pad_token_id")):
         if f"tokenizer.ggml.{key}" in metadata:
             fields[name] = int(metadata[f"tokenizer.ggml.{key}"])
@@ -134,9 +135,8 @@ def lean_config_from_gguf(path: Path) -> tuple[Optional[LeanLlamaConfig], str]:
     if absent:
         return None, f"tensors missing: {', '.join(absent[:3])}{' ...' if len(absent) > 3 else ''}"
     try:
-        return LeanLlamaConfig(**{k: (int(v) if k not in ("rms_norm_eps", "rope_theta") and not isinstance(v, bool) else v)
-                                  for k, v in fields.items()}), ""
-    except (TypeError, ValueError) as exc:
+        return LeanLlamaConfig(**fields), ""
+    except ValueError as exc:
         return None, f"unusable metadata: {exc}"
 
 
