@@ -19,8 +19,10 @@ For each batch shape it prints:
 
 ``--profile`` adds torch.profiler's top operators by self time for one forward. ``--code DIR``
 also runs the same measurement with the ``evaluation`` package of another checkout (e.g. a
-``git worktree`` of an older commit) in a subprocess, alternating with this one, and prints the
-ratio; the machine is noisy, so compare the two columns, not absolute rates.
+``git worktree`` of an older commit) in a subprocess and prints the ratio; with ``--rounds R``
+both checkouts run in fresh processes R times, alternating (the order swapped each round),
+and each shape keeps its fastest forward per checkout. The machine is noisy, so compare the
+two columns, not absolute rates.
 """
 
 from __future__ import annotations
@@ -126,6 +128,22 @@ def measure(code: Path, shapes: list[tuple[int, int]], repeat: int, threads: int
     return {"linear": linear, "rows": rows, "torch": torch.__version__, "device": device, "dtype": dtype, "dims": dict(DIMS)}
 
 
+def _worker(code: Path, args: argparse.Namespace) -> dict:
+    """One measurement of checkout ``code`` in a fresh process (its own imports)."""
+    dims = [f"--{k}={v}" for k, v in DIMS.items()]
+    out = subprocess.run([sys.executable, __file__, "--worker", str(code), "--threads", str(args.threads), "--repeat",
+                          str(args.repeat), "--device", args.device, "--dtype", args.dtype, *dims, "--shapes", *args.shapes],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _fastest(runs: list[dict]) -> dict:
+    """Per shape, the row of the run whose forward was fastest (with that run's matmul rate)."""
+    best = dict(runs[0])
+    best["rows"] = [min((run["rows"][i] for run in runs), key=lambda row: row["seconds"]) for i in range(len(runs[0]["rows"]))]
+    return best
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -133,6 +151,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="torch.profiler's top operators for one forward per shape")
     parser.add_argument("--code", type=Path, default=None, help="another checkout to measure side by side")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --code: both checkouts R times in fresh processes, alternating; the fastest forward per shape is kept")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     for name in DIMS:
@@ -150,14 +170,18 @@ def main() -> int:
         print(json.dumps(measure(args.worker, shapes, args.repeat, args.threads, False, args.device, args.dtype)))
         return 0
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    ours = measure(ROOT, shapes, args.repeat, args.threads, args.profile, args.device, args.dtype)
     other = None
-    if args.code is not None:  # the other checkout in its own process (its own imports), after ours
-        dims = [f"--{k}={v}" for k, v in DIMS.items()]
-        out = subprocess.run([sys.executable, __file__, "--worker", str(args.code), "--threads", str(args.threads), "--repeat",
-                              str(args.repeat), "--device", args.device, "--dtype", args.dtype, *dims, "--shapes", *args.shapes],
-                             capture_output=True, text=True, check=True)
-        other = json.loads(out.stdout.strip().splitlines()[-1])
+    if args.code is not None and args.rounds > 1:
+        runs: dict[str, list[dict]] = {"ours": [], "other": []}
+        for round_index in range(args.rounds):
+            order = [("ours", ROOT), ("other", args.code)]
+            for name, code in order if round_index % 2 == 0 else order[::-1]:
+                runs[name].append(_worker(code, args))
+        ours, other = (_fastest(runs[name]) for name in ("ours", "other"))
+    else:
+        ours = measure(ROOT, shapes, args.repeat, args.threads, args.profile, args.device, args.dtype)
+        if args.code is not None:  # the other checkout in its own process (its own imports), after ours
+            other = _worker(args.code, args)
     print(f"GLM-130B architecture, {DIMS['layers']} layers, hidden {DIMS['hidden']}, {DIMS['heads']} heads, GeGLU {DIMS['inner']}; "
           f"{args.dtype} on {args.device}, {args.threads} threads, linear layers: {ours['linear']}; torch {ours['torch']}")
     header = ["shape", "forward s", "GFLOP/s", "matmul GFLOP/s (same shapes)", "% of matmul"]

@@ -145,6 +145,74 @@ def test_generation_batched_equals_one_by_one_and_brute_force(hf_model, hf_score
     assert hf_scorer.generate_text(contexts, OPTIONS, beams) == [hf_scorer.generate_text([c], OPTIONS, beams)[0] for c in contexts]
 
 
+def _brute_force_greedy(model, context: list[int], steps: int, end_id: int, stop=None) -> list[int]:
+    ids = list(context)
+    with torch.no_grad():
+        for _ in range(steps):
+            token = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+            if token == end_id:
+                break
+            ids.append(token)
+            if stop is not None and stop(ids[len(context):]):
+                break
+    return ids[len(context) :]
+
+
+def test_greedy_rows_of_several_prefill_batches_decode_together_with_the_same_tokens(hf_model) -> None:
+    """Prefill batches of <= 24 tokens, decoded in groups of up to 200 tokens of cache (the
+    caches left-padded to one width and joined), finished rows dropped on the way: every
+    row's tokens equal its own brute-force greedy run and the run with no grouping."""
+    from evaluation.scoring import hf_scorer as module
+
+    model, tok = hf_model
+    texts = ["The", "Once upon a time there was", "A long time ago in a village near the", "2 + 2", "She said",
+             "In the beginning", "Rivers run to the sea and", "x"]
+    contexts = [tok.tokenize(t) for t in texts]
+    text_of = lambda ids: tok.detokenize(ids)  # noqa: E731
+    stop = lambda ids: "e" in text_of(ids)  # noqa: E731  ends rows at different steps, so some are dropped early
+    settings = DecodingSettings(max_gen_length=7, end_ids=(tok.eos_id,), stop_strings=("e",), stopped=stop)
+    grouped_scorer = HFScorer(model, tok, max_batch_tokens=24, max_decode_tokens=200, log=lambda *_: None)
+    alone_scorer = HFScorer(model, tok, max_batch_tokens=24, max_decode_tokens=1, log=lambda *_: None)
+
+    merges, steps_rows = [], []
+    real_merge, real_step = module.merge_left_padded_caches, module._HFCachedDecoder.step
+
+    def counting_merge(caches, widths):
+        merges.append(len(caches))
+        return real_merge(caches, widths)
+
+    def counting_step(self, tokens, step_index):
+        steps_rows.append(tokens.shape[0])
+        return real_step(self, tokens, step_index)
+
+    module.merge_left_padded_caches = counting_merge
+    module._HFCachedDecoder.step = counting_step
+    try:
+        grouped = grouped_scorer.generate_text(contexts, OPTIONS, settings)
+    finally:
+        module.merge_left_padded_caches = real_merge
+        module._HFCachedDecoder.step = real_step
+    assert merges and max(merges) > 1, "no prefill batches were decoded together"
+    assert len(set(steps_rows)) > 1, "finished rows were never dropped"
+    assert grouped == alone_scorer.generate_text(contexts, OPTIONS, settings)
+    for context, out in zip(contexts, grouped):
+        assert out == _brute_force_greedy(model, context, 7, tok.eos_id, stop)
+
+
+def test_decode_groups_keep_the_cache_budget() -> None:
+    from evaluation.scoring.hf_scorer import plan_batches, plan_decode_groups
+
+    lengths = [30, 28, 25, 20, 12, 10, 9, 5, 3]
+    batches = plan_batches(lengths, 60)
+    groups = plan_decode_groups(batches, lengths, 120)
+    assert [i for group in groups for part in group for i in part] == [i for b in batches for i in b]
+    for group in groups:
+        rows = sum(len(part) for part in group)
+        assert len(group) == 1 or rows * lengths[group[0][0]] <= 120
+    assert any(len(group) > 1 for group in groups)
+    assert plan_decode_groups(batches, lengths, 1) == [[b] for b in batches]
+
+
 def test_language_model_windows_cover_each_token_once(hf_model) -> None:
     model, tok = hf_model
     tokens = tok.tokenize(CORPUS.read_text(encoding="utf-8")[:600])

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-from ..scoring.hf_scorer import model_max_length
+from ..scoring.hf_scorer import DEFAULT_MAX_DECODE_TOKENS, model_max_length
 from ..scoring.prefix_reuse import FORWARD_COST_TOKENS
 from ..tokenization_hf import HFTokenizer
 from .cpu_linear import pack_all_but_a_tied_head, resolve_cpu_linear
@@ -55,6 +55,11 @@ def add_hf_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-batch-tokens", type=int, default=1024,
                        help="HF backend: requests are sorted by length and batched up to this many padded tokens "
                             "(replaces the tasks' micro-batch-size; 1024 keeps padding low: the benchmark measured MMLU 22 %% faster than at 4096)")
+    group.add_argument("--max-decode-tokens", type=int, default=DEFAULT_MAX_DECODE_TOKENS,
+                       help="HF backend, greedy generation: consecutive --max-batch-tokens batches are decoded together while "
+                            "rows x (longest context + max-gen-length) stays within this many tokens of key/value cache "
+                            "(a decoding step costs about the same at 8 rows as at 30 on a CPU; default %(default)s; "
+                            "at or below --max-batch-tokens every batch decodes alone)")
     group.add_argument("--no-prefix-reuse", action="store_true",
                        help="HF backend: do not compute a prefix shared by several requests (few-shot examples) once and reuse its "
                             "key/value cache (on by default; exact up to float summation order)")
@@ -90,6 +95,7 @@ class HFModelSpec:
     prefix_cache_mb: int = 256
     prefix_forward_cost: int = FORWARD_COST_TOKENS  # tokens of work one extra forward call costs (prefix_reuse.py)
     beam_tree: bool = True  # beams of an item share one cache row (hf_scorer._HFBeamTreeDecoder)
+    max_decode_tokens: int = DEFAULT_MAX_DECODE_TOKENS  # greedy generation: batches decoded together (hf_scorer.plan_decode_groups)
     implementation: str = "transformers"  # or 'harness': lean_llama.LeanLlamaForCausalLM (resolved from --hf-implementation)
     implementation_note: str = ""  # why the harness's own forward does not apply (when transformers is used)
     config: Any = field(default=None, compare=False, repr=False)  # the transformers (or lean_llama) config read by from_namespace
@@ -114,6 +120,8 @@ class HFModelSpec:
         device, dtype = resolve_device_and_dtype(ns)
         if ns.max_batch_tokens < 1:
             raise ValueError(f"--max-batch-tokens must be >= 1, got {ns.max_batch_tokens}")
+        if getattr(ns, "max_decode_tokens", DEFAULT_MAX_DECODE_TOKENS) < 1:
+            raise ValueError(f"--max-decode-tokens must be >= 1, got {ns.max_decode_tokens}")
         if getattr(ns, "prefix_cache_mb", 256) < 1:
             raise ValueError(f"--prefix-cache-mb must be >= 1, got {ns.prefix_cache_mb}")
         if getattr(ns, "prefix_forward_cost", FORWARD_COST_TOKENS) < 0:
@@ -142,7 +150,7 @@ class HFModelSpec:
         return cls(path, ns.hf_gguf_file, dtype, device, ns.hf_add_bos, max_length, ns.max_batch_tokens, not ns.hf_no_packing,
                    cpu_linear, model_parallel, not getattr(ns, "no_prefix_reuse", False), getattr(ns, "prefix_cache_mb", 256),
                    getattr(ns, "prefix_forward_cost", FORWARD_COST_TOKENS), not getattr(ns, "no_beam_tree", False),
-                   implementation, note, config)
+                   getattr(ns, "max_decode_tokens", DEFAULT_MAX_DECODE_TOKENS), implementation, note, config)
 
     def load_tokenizer(self) -> HFTokenizer:
         offline()
@@ -217,7 +225,8 @@ class HFModelSpec:
         return HFScorer(model, tokenizer, self.device, add_bos=self.resolve_add_bos(tokenizer),
                         max_batch_tokens=self.max_batch_tokens, max_length=self.max_sequence_length, allow_packing=self.packing,
                         prefix_reuse=self.prefix_reuse, prefix_cache_mb=self.prefix_cache_mb, prefix_forward_cost=self.prefix_forward_cost,
-                        beam_tree=self.beam_tree, pack_head_for_generation=self.cpu_linear == "onednn")
+                        beam_tree=self.beam_tree, pack_head_for_generation=self.cpu_linear == "onednn",
+                        max_decode_tokens=self.max_decode_tokens)
 
     def identity(self, tokenizer: HFTokenizer, tensor_parallel: int = 1) -> dict[str, Any]:
         """What this model's scores are a function of (``persistence/identity.py``): the

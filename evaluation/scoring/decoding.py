@@ -67,21 +67,40 @@ def _strip_end(tokens: list[int], end_ids: Sequence[int]) -> list[int]:
     return tokens[:-1] if tokens and tokens[-1] in end_ids else tokens
 
 
+# Finished rows leave the decoder's batch once this share of it or less is still going: a
+# finished row would otherwise run through every later step (and, on a KV cache, keep its
+# keys), while dropping rows costs one gather of the cache, so it is done in steps, not per row.
+PRUNE_WHEN_ACTIVE_SHARE = 0.75
+
+
 def greedy_decode(first_logits: torch.Tensor, decoder: Decoder, settings: DecodingSettings) -> list[list[int]]:
-    """Batched argmax decoding; a row stops at its first end token."""
+    """Batched argmax decoding; a row stops at its first end token (or stop string).
+
+    Finished rows are dropped from the decoder (``decoder.reorder``) once at most
+    ``PRUNE_WHEN_ACTIVE_SHARE`` of its rows are still going, so a long generation in a
+    batch does not carry the batch's finished rows to its end."""
     rows = first_logits.shape[0]
     outputs: list[list[int]] = [[] for _ in range(rows)]
-    done = [False] * rows
+    active = list(range(rows))  # the output row of each decoder row
+    done = [False] * rows  # per decoder row
     logits = first_logits.float().clone()
     for step in range(settings.max_gen_length):
         _ban(logits, step, settings)
         next_tokens = logits.argmax(dim=-1)
-        for row, token in enumerate(next_tokens.tolist()):
-            if not done[row]:
+        for position, token in enumerate(next_tokens.tolist()):
+            if not done[position]:
+                row = active[position]
                 outputs[row].append(token)
-                done[row] = settings.ends(outputs[row])
+                done[position] = settings.ends(outputs[row])
         if all(done) or step + 1 == settings.max_gen_length:
             break
+        going = [position for position, finished in enumerate(done) if not finished]
+        if len(going) <= PRUNE_WHEN_ACTIVE_SHARE * len(done):
+            keep = torch.tensor(going, device=next_tokens.device)
+            decoder.reorder(keep)
+            next_tokens = next_tokens.index_select(0, keep)
+            active = [active[position] for position in going]
+            done = [False] * len(going)
         logits = decoder.step(next_tokens, step).float()
     return [_strip_end(out, settings.end_ids) for out in outputs]
 
