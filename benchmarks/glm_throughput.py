@@ -162,6 +162,12 @@ def main() -> int:
                         help="the device's dense peak for this dtype: prints model FLOP utilisation (MFU) against it")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
+    if args.rounds > 1 and args.code is None:
+        parser.error("--rounds alternates two checkouts: it needs --code DIR")
+    if args.rounds > 1 and args.profile:
+        parser.error("--profile runs in this process; with --rounds every measurement runs in a worker process (use --rounds 1)")
     if args.glm130b_slice:
         DIMS.update(GLM130B_SLICE)
     DIMS.update({k: getattr(args, k) for k in DIMS if getattr(args, k) is not None})

@@ -19,7 +19,17 @@ import torch
 import torch.nn.functional as F
 
 from evaluation.model.config import GLMConfig
-from evaluation.model.glm import GLMModel, RotaryTables, apply_rotary, rotary_cos_sin, rotary_tables, rotate
+from evaluation.model.glm import GLMModel, RotaryTables, rotary_cos_sin, rotary_tables, rotate
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """The reference's GPT-NeoX rotation: pairs dimension i with i + d/2."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return (x * cos.to(x.dtype)) + (rotate_half(x) * sin.to(x.dtype))
 
 
 def reference_rotary(q: torch.Tensor, k: torch.Tensor, position_ids: torch.Tensor, cfg: GLMConfig):

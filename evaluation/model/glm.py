@@ -34,12 +34,6 @@ from .config import GLMConfig
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """GPT-NeoX style rotation: pairs dimension i with i + d/2."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 def rotary_cos_sin(positions: torch.Tensor, dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables for integer ``positions`` [b, s] -> [b, 1, s, dim] in fp32."""
     inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim))
@@ -48,21 +42,17 @@ def rotary_cos_sin(positions: torch.Tensor, dim: int, base: float) -> tuple[torc
     return emb.cos(), emb.sin()
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """The rotary rule as written in the reference (kept as the definition the tests check
-    :func:`rotate` against)."""
-    return (x * cos.to(x.dtype)) + (rotate_half(x) * sin.to(x.dtype))
-
-
 class RotaryTables(NamedTuple):
     """One forward's rotary tables over the whole head dim, laid out [b, s, 1, head_dim] to
     broadcast over the heads of the QKV projection before its transpose.
 
     Built once per forward, not once per layer (every layer rotates by the same positions).
-    ``signed_sin`` carries the sign of :func:`rotate_half`'s ``-x2``, so that rotating is
-    ``x * cos + swap(x) * signed_sin``: the same IEEE products and sums as
-    :func:`apply_rotary` (``(-a) * b == a * (-b)`` exactly), bit for bit, in one fewer pass
-    and without the per-half ``cat`` of the 2D case.
+    The reference rotates GPT-NeoX style, ``x * cos + rotate_half(x) * sin`` with
+    ``rotate_half(x) = cat(-x2, x1)`` (per half of the head dim in the 2D case).
+    ``signed_sin`` carries that ``-x2``'s sign, so that rotating is
+    ``x * cos + swap(x) * signed_sin``: the same IEEE products and sums
+    (``(-a) * b == a * (-b)`` exactly), bit for bit, in one fewer pass and without the
+    per-half ``cat`` of the 2D case (``tests/test_glm_forward.py`` keeps the reference rule).
     """
 
     cos: torch.Tensor
@@ -84,8 +74,8 @@ def rotary_tables(position_ids: torch.Tensor, config: GLMConfig) -> RotaryTables
 
 
 def rotate(x: torch.Tensor, tables: RotaryTables) -> torch.Tensor:
-    """Rotary embedding of ``x`` [b, s, heads, head_dim]: :func:`apply_rotary` per group of
-    the head dim, computed as ``x * cos + swap(x) * signed_sin`` (see :class:`RotaryTables`)."""
+    """Rotary embedding of ``x`` [b, s, heads, head_dim], per group of the head dim, computed
+    as ``x * cos + swap(x) * signed_sin`` (see :class:`RotaryTables`)."""
     groups = tables.groups
     swapped = x.unflatten(-1, (groups, 2, x.shape[-1] // (2 * groups))).flip(-2).flatten(-3)
     out = x * tables.cos.to(x.dtype)

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from ..tokenization_hf import HFTokenizer
 from .decoding import DecodingSettings, beam_search, greedy_decode
 from .api import BatchResults, EncodingOptions, Progress
-from .prefix_cache import batch_cache_on_prefix, read_only_prefix_cache_available
+from .prefix_cache import batch_cache_on_prefix, dynamic_cache_from_states, read_only_prefix_cache_available
 from .prefix_reuse import FORWARD_COST_TOKENS, PrefixGroup, PrefixStats, group_by_prefix
 from .scored_rows import full_vocab_log_probs, score_target_rows
 
@@ -158,18 +158,14 @@ def merge_left_padded_caches(caches: Sequence[Any], widths: Sequence[int]) -> Op
     """One cache holding the rows of ``caches`` (each left-padded to its own ``widths[i]``
     keys), every row left-padded with zero keys to the widest; None if a cache is not a
     plain ``DynamicCache``. The padding keys are masked out by the caller's padding mask."""
-    from transformers import DynamicCache
-
     states = [plain_cache_states(cache) for cache in caches]
     if any(s is None for s in states) or len({len(s) for s in states}) != 1:
         return None
     width = max(widths)
-    merged = DynamicCache()
-    for layer in range(len(states[0])):
-        keys = torch.cat([F.pad(s[layer][0], (0, 0, width - w, 0)) for s, w in zip(states, widths)], dim=0)
-        values = torch.cat([F.pad(s[layer][1], (0, 0, width - w, 0)) for s, w in zip(states, widths)], dim=0)
-        merged.update(keys, values, layer)
-    return merged
+    pad = lambda t, w: F.pad(t, (0, 0, width - w, 0))  # noqa: E731  zero keys on the left of the length dim
+    return dynamic_cache_from_states([(torch.cat([pad(s[layer][0], w) for s, w in zip(states, widths)]),
+                                       torch.cat([pad(s[layer][1], w) for s, w in zip(states, widths)]))
+                                      for layer in range(len(states[0]))])
 
 
 def block_mask(sequence: CausalSequence, length: int) -> np.ndarray:
@@ -297,7 +293,8 @@ class HFScorer:
     def describe(self) -> dict[str, Any]:
         """How this scorer reads the model, for results.json."""
         return {"packed_multiple_choice": self.packing, "lm_head_only_at_scored_rows": self.head_only_at_rows,
-                "max_batch_tokens": self.max_batch_tokens, "max_decode_tokens": self.max_decode_tokens, "max_model_length": self.max_model_length, "add_bos": self.add_bos,
+                "max_batch_tokens": self.max_batch_tokens, "max_decode_tokens": self.max_decode_tokens,
+                "max_model_length": self.max_model_length, "add_bos": self.add_bos,
                 "beam_tree": self.beam_tree, "prefix_reuse": self.prefix_reuse, "prefix_cache_mb": self.prefix_cache_bytes // 2**20,
                 "prefix_cache_read_only": self.prefix_cache_read_only, "prefix_forward_cost": self.prefix_forward_cost,
                 **({"prefix_reuse_stats": self.prefix_stats.as_dict()} if self.prefix_reuse else {})}

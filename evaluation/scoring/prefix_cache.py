@@ -71,15 +71,20 @@ def read_only_prefix_cache_available() -> bool:
     return read_only_prefix_cache([(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))], 1) is not None
 
 
-def dynamic_prefix_cache(prefix: Sequence[tuple[torch.Tensor, torch.Tensor]], rows: int) -> Any:
-    """transformers' ``DynamicCache`` holding the prefix for ``rows`` rows (it keeps what each
-    forward appends: the fallback for a transformers without the layered API)."""
+def dynamic_cache_from_states(states: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    """transformers' ``DynamicCache`` holding each layer's (keys, values) as given."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    for layer, (keys, values) in enumerate(prefix):
-        cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer)
+    for layer, (keys, values) in enumerate(states):
+        cache.update(keys, values, layer)
     return cache
+
+
+def dynamic_prefix_cache(prefix: Sequence[tuple[torch.Tensor, torch.Tensor]], rows: int) -> Any:
+    """transformers' ``DynamicCache`` holding the prefix for ``rows`` rows (it keeps what each
+    forward appends: the fallback for a transformers without the layered API)."""
+    return dynamic_cache_from_states([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix])
 
 
 def batch_cache_on_prefix(prefix: Sequence[tuple[torch.Tensor, torch.Tensor]], rows: int, read_only: bool = True) -> Any:
